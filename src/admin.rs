@@ -1,0 +1,166 @@
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/admin/status`.
+//!
+//! Served as a Pingora service of its own, so its socket is handed over on a binary
+//! upgrade like the proxy listeners. It reads the same runtime snapshot as the proxy;
+//! gauges that describe current state (health, in-flight) are filled in at scrape time
+//! from that snapshot rather than maintained on the request path.
+
+use crate::metrics::Metrics;
+use crate::runtime::Runtime;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::json;
+use std::sync::Arc;
+
+pub struct AdminApp {
+    runtime: Arc<ArcSwap<Runtime>>,
+    metrics: Arc<Metrics>,
+}
+
+impl AdminApp {
+    pub fn new(runtime: Arc<ArcSwap<Runtime>>, metrics: Arc<Metrics>) -> Self {
+        AdminApp { runtime, metrics }
+    }
+
+    fn refresh_gauges(&self, rt: &Runtime) {
+        // Reset first so upstreams removed by a reload disappear from the output.
+        self.metrics.upstream_healthy.reset();
+        self.metrics.inflight.reset();
+        for svc in &rt.services {
+            self.metrics
+                .inflight
+                .with_label_values(&[&*svc.name])
+                .set(svc.inflight.get() as i64);
+            for (i, u) in svc.upstreams.iter().enumerate() {
+                self.metrics
+                    .upstream_healthy
+                    .with_label_values(&[&*svc.name, &*u.state.address])
+                    .set(i64::from(svc.is_healthy(i)));
+            }
+        }
+    }
+
+    fn readiness(rt: &Runtime) -> (StatusCode, serde_json::Value) {
+        let unready: Vec<&str> = rt
+            .services
+            .iter()
+            .filter(|s| s.healthy_count() == 0)
+            .map(|s| &*s.name)
+            .collect();
+        if unready.is_empty() {
+            (StatusCode::OK, json!({ "ready": true }))
+        } else {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "ready": false, "services_without_healthy_upstream": unready }),
+            )
+        }
+    }
+
+    fn status(rt: &Runtime) -> serde_json::Value {
+        let routes: Vec<_> = rt
+            .config
+            .routes
+            .iter()
+            .map(|r| {
+                json!({
+                    "name": r.name,
+                    "host": r.host,
+                    "path_prefix": r.path_prefix,
+                    "methods": r.methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
+                    "service": r.service,
+                    "strip_prefix": r.strip_prefix,
+                })
+            })
+            .collect();
+        let services: Vec<_> = rt
+            .services
+            .iter()
+            .map(|s| {
+                let upstreams: Vec<_> = s
+                    .upstreams
+                    .iter()
+                    .enumerate()
+                    .map(|(i, u)| {
+                        json!({
+                            "address": &*u.state.address,
+                            "weight": u.backend.weight,
+                            "healthy": s.is_healthy(i),
+                            "inflight": u.state.inflight.get(),
+                        })
+                    })
+                    .collect();
+                json!({
+                    "name": &*s.name,
+                    "balance": s.config.balance.name(),
+                    "health_check": s.config.health_check.is_some(),
+                    "inflight": s.inflight.get(),
+                    "upstreams": upstreams,
+                })
+            })
+            .collect();
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "config": rt.config.source.display().to_string(),
+            "routes": routes,
+            "services": services,
+        })
+    }
+}
+
+fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    if let Ok(v) = http::HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    let len = resp.body().len();
+    resp.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    resp
+}
+
+fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<Vec<u8>> {
+    let mut body = serde_json::to_vec_pretty(v).unwrap_or_default();
+    body.push(b'\n');
+    respond(status, "application/json", body)
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let rt = self.runtime.load_full();
+        let req = session.req_header();
+        if req.method != http::Method::GET && req.method != http::Method::HEAD {
+            let mut r = json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &json!({ "error": "method_not_allowed" }),
+            );
+            r.headers_mut().insert(
+                http::header::ALLOW,
+                http::HeaderValue::from_static("GET, HEAD"),
+            );
+            return r;
+        }
+        match req.uri.path() {
+            "/metrics" => {
+                self.refresh_gauges(&rt);
+                respond(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    self.metrics.render(),
+                )
+            }
+            "/healthz" => json_response(StatusCode::OK, &json!({ "status": "ok" })),
+            "/readyz" => {
+                let (code, body) = Self::readiness(&rt);
+                json_response(code, &body)
+            }
+            "/admin/status" => json_response(StatusCode::OK, &Self::status(&rt)),
+            _ => json_response(StatusCode::NOT_FOUND, &json!({ "error": "not_found" })),
+        }
+    }
+}

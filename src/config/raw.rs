@@ -1,0 +1,114 @@
+//! The file format: serde structs that mirror the YAML one to one.
+//!
+//! Every struct denies unknown fields, so a typo is an error naming the valid keys.
+//! Nothing here is validated beyond types; [`super::validate`] turns these into the
+//! checked [`super::Config`].
+
+use super::units::{Dur, Size};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListen {
+    pub address: String,
+    pub tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub address: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub threads: Option<usize>,
+    pub pid_file: Option<String>,
+    pub upgrade_sock: Option<String>,
+    pub grace_period: Option<Dur>,
+    pub shutdown_timeout: Option<Dur>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    pub max_request_body: Option<Size>,
+    pub access_log: Option<RawAccessLog>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    pub format: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    pub upstreams: Vec<RawUpstream>,
+    pub balance: Option<String>,
+    pub hash_key: Option<String>,
+    pub health_check: Option<RawHealthCheck>,
+    pub timeouts: Option<RawTimeouts>,
+    pub retries: Option<RawRetries>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub address: String,
+    pub weight: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub path: Option<String>,
+    pub host: Option<String>,
+    pub expect_status: Option<u16>,
+    pub interval: Option<Dur>,
+    pub timeout: Option<Dur>,
+    pub healthy_after: Option<u32>,
+    pub unhealthy_after: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    pub connect: Option<Dur>,
+    pub read: Option<Dur>,
+    pub write: Option<Dur>,
+    pub idle: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetries {
+    pub attempts: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: String,
+    #[serde(rename = "match")]
+    pub matcher: RawMatch,
+    pub service: String,
+    #[serde(default)]
+    pub strip_prefix: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    pub host: Option<String>,
+    pub path_prefix: Option<String>,
+    pub methods: Option<Vec<String>>,
+}

@@ -1,0 +1,125 @@
+use super::*;
+
+fn load(yaml: &str) -> Result<Config, Vec<String>> {
+    let env = |name: &str| match name {
+        "UPSTREAM_PORT" => Some("9001".to_string()),
+        _ => None,
+    };
+    Config::from_yaml(yaml, Path::new("test.yaml"), &env)
+        .map_err(|e| e.0.iter().map(|e| e.to_string()).collect())
+}
+
+const GOOD: &str = r#"
+listen: [{ address: "127.0.0.1:8080" }]
+admin: { address: "127.0.0.1:9091" }
+server: { threads: 2, grace_period: 2s, trusted_proxies: [10.0.0.0/8, 127.0.0.1] }
+services:
+  users:
+    upstreams:
+      - { address: "127.0.0.1:${UPSTREAM_PORT}", weight: 3 }
+      - { address: "127.0.0.1:9002" }
+    balance: weighted
+    health_check: { type: http, path: /health, interval: 1s, timeout: 200ms }
+    timeouts: { connect: 250ms }
+    retries: { attempts: 2 }
+routes:
+  - name: users
+    match: { host: API.example.com, path_prefix: /api/users/, methods: [get, POST] }
+    service: users
+    strip_prefix: true
+"#;
+
+#[test]
+fn good_config_is_normalised() {
+    let c = load(GOOD).unwrap();
+    let svc = &c.services["users"];
+    assert_eq!(svc.upstreams[0].address, "127.0.0.1:9001");
+    assert_eq!(svc.upstreams[0].weight, 3);
+    assert_eq!(svc.balance, Balance::Weighted);
+    assert_eq!(svc.timeouts.connect, Duration::from_millis(250));
+    assert_eq!(svc.timeouts.read, DEFAULT_TIMEOUTS.read);
+    assert_eq!(svc.retries, 2);
+    let r = &c.routes[0];
+    assert_eq!(r.host.as_deref(), Some("api.example.com"));
+    assert_eq!(r.path_prefix, "/api/users");
+    assert_eq!(r.methods, vec![http::Method::GET, http::Method::POST]);
+    assert_eq!(c.server.trusted_proxies.len(), 2);
+    assert_eq!(c.server.grace_period, Duration::from_secs(2));
+}
+
+#[test]
+fn every_error_is_reported_with_its_path() {
+    let bad = r#"
+listen: [{ address: "nonsense" }]
+bogus: 1
+server: { access_log: { format: xml } }
+services:
+  users:
+    upstreams: [{ address: "127.0.0.1:9001", weight: 0 }]
+    balance: fastest
+    health_check: { type: http, path: health, expect_status: 999 }
+  empty: { upstreams: [] }
+routes:
+  - { name: a, match: { path_prefix: /a, methods: [FETCH] }, service: user }
+  - { name: a, match: { path_prefix: b }, service: users }
+  - { name: c, match: { path_prefx: /c }, service: users }
+"#;
+    let errors = load(bad).unwrap_err();
+    let expect = [
+        "listen[0].address: invalid address",
+        "bogus: unknown key",
+        "server.access_log.format: unknown format \"xml\"",
+        "services.users.upstreams[0].weight: must be between 1 and 1000",
+        "services.users.balance: unknown balance \"fastest\" (valid: round_robin",
+        "services.users.health_check.path: must be an absolute path",
+        "services.users.health_check.expect_status:",
+        "services.empty.upstreams: at least one upstream",
+        "routes[0].service: unknown service \"user\" (known: users, empty)",
+        "routes[0].match.methods[0]: unknown method \"FETCH\"",
+        "routes[1].name: duplicate route name",
+        "routes[1].match.path_prefix: must be a path",
+        "routes[2].match.path_prefx: unknown field `path_prefx`, expected one of",
+    ];
+    for e in expect {
+        assert!(
+            errors.iter().any(|got| got.starts_with(e)),
+            "missing {e:?} in {errors:#?}"
+        );
+    }
+    assert_eq!(errors.len(), expect.len(), "{errors:#?}");
+}
+
+#[test]
+fn unset_variable_is_an_error_with_path() {
+    let yaml = GOOD.replace("${UPSTREAM_PORT}", "${NOT_SET_ANYWHERE}");
+    let errors = load(&yaml).unwrap_err();
+    assert!(
+        errors[0].starts_with("services.users.upstreams[0].address: environment variable"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn hash_key_only_with_consistent_hash() {
+    let yaml = GOOD.replace(
+        "balance: weighted",
+        "balance: weighted\n    hash_key: client_ip",
+    );
+    let errors = load(&yaml).unwrap_err();
+    assert_eq!(
+        errors,
+        vec!["services.users.hash_key: only applies to balance: consistent_hash"]
+    );
+    let yaml = GOOD.replace(
+        "balance: weighted",
+        "balance: consistent_hash\n    hash_key: header:X-User",
+    );
+    let c = load(&yaml).unwrap();
+    assert!(matches!(c.services["users"].hash_key, HashKey::Header(_)));
+}
+
+#[test]
+fn invalid_yaml_names_the_line() {
+    let errors = load("listen: [\n  - {").unwrap_err();
+    assert!(errors[0].starts_with("line "), "{errors:?}");
+}

@@ -1,0 +1,242 @@
+//! A small echo upstream for `gatehouse demo` and for the integration tests.
+//!
+//! Plain blocking HTTP/1.1 on std threads (one per connection, keep-alive), so it
+//! shares nothing with the gateway's runtime. It answers every request with JSON
+//! describing what it received, and understands a few paths that tests steer it with:
+//!
+//! - `/health` → 200, or 503 while [`EchoServer::set_healthy`] is false
+//! - `…/status/NNN` → that status
+//! - `…/sleep/MS` → answers after MS milliseconds
+//!
+//! Meant for loopback demos and tests, not for production traffic.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+struct Shared {
+    name: String,
+    healthy: AtomicBool,
+    stopped: AtomicBool,
+    requests: AtomicU64,
+    conns: Mutex<Vec<TcpStream>>,
+}
+
+/// A running echo server; stops (and closes its connections) on drop.
+pub struct EchoServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept: Option<thread::JoinHandle<()>>,
+}
+
+impl EchoServer {
+    /// Bind `addr` (use port 0 for a free port) and serve in background threads.
+    pub fn start(name: &str, addr: &str) -> std::io::Result<EchoServer> {
+        let listener = TcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            name: name.to_string(),
+            healthy: AtomicBool::new(true),
+            stopped: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
+            conns: Mutex::new(Vec::new()),
+        });
+        let s = shared.clone();
+        let accept = thread::Builder::new()
+            .name(format!("echo-{name}"))
+            .spawn(move || {
+                for conn in listener.incoming() {
+                    if s.stopped.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let Ok(conn) = conn else { continue };
+                    if let Ok(clone) = conn.try_clone() {
+                        if let Ok(mut list) = s.conns.lock() {
+                            list.push(clone);
+                        }
+                    }
+                    let s = s.clone();
+                    let _ = thread::Builder::new()
+                        .name("echo-conn".into())
+                        .spawn(move || serve(conn, &s));
+                }
+            })?;
+        Ok(EchoServer {
+            addr,
+            shared,
+            accept: Some(accept),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Requests answered so far.
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// What `/health` answers: 200 when true, 503 when false.
+    pub fn set_healthy(&self, healthy: bool) {
+        self.shared.healthy.store(healthy, Ordering::SeqCst);
+    }
+
+    /// Stop accepting, close every open connection, and release the port.
+    pub fn stop(&mut self) {
+        if self.shared.stopped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // Wake the accept loop so it sees `stopped` and drops the listener.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(h) = self.accept.take() {
+            let _ = h.join();
+        }
+        if let Ok(mut list) = self.shared.conns.lock() {
+            for c in list.drain(..) {
+                let _ = c.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn serve(conn: TcpStream, s: &Shared) {
+    let _ = conn.set_nodelay(true);
+    let Ok(write_half) = conn.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(conn);
+    let mut out = write_half;
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let mut parts = line.split_whitespace();
+        let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
+            return;
+        };
+        let (method, target) = (method.to_string(), target.to_string());
+        let mut headers = BTreeMap::new();
+        loop {
+            let mut h = String::new();
+            match reader.read_line(&mut h) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers
+                    .entry(k.trim().to_ascii_lowercase())
+                    .and_modify(|old: &mut String| {
+                        old.push_str(", ");
+                        old.push_str(v.trim());
+                    })
+                    .or_insert_with(|| v.trim().to_string());
+            }
+        }
+        let body = match read_body(&mut reader, &headers) {
+            Some(b) => b,
+            None => return,
+        };
+        if s.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        s.requests.fetch_add(1, Ordering::SeqCst);
+        let path = target.split('?').next().unwrap_or("/");
+        let mut status = 200u16;
+        let mut segs = path.split('/').peekable();
+        while let Some(seg) = segs.next() {
+            match (seg, segs.peek().and_then(|n| n.parse::<u64>().ok())) {
+                ("status", Some(code)) if (200..600).contains(&code) => status = code as u16,
+                ("sleep", Some(ms)) => thread::sleep(Duration::from_millis(ms.min(60_000))),
+                _ => {}
+            }
+        }
+        if path == "/health" && !s.healthy.load(Ordering::SeqCst) {
+            status = 503;
+        }
+        let payload = serde_json::json!({
+            "upstream": s.name,
+            "method": method,
+            "path": target,
+            "headers": headers,
+            "body_bytes": body.len(),
+        });
+        let body = serde_json::to_vec(&payload).unwrap_or_default();
+        let close = headers
+            .get("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let head = format!(
+            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-upstream: {}\r\n{}\r\n",
+            body.len(),
+            s.name,
+            if close { "connection: close\r\n" } else { "" }
+        );
+        let send_body = method != "HEAD";
+        if out.write_all(head.as_bytes()).is_err()
+            || (send_body && out.write_all(&body).is_err())
+            || out.flush().is_err()
+            || close
+        {
+            return;
+        }
+    }
+}
+
+fn read_body(reader: &mut impl BufRead, headers: &BTreeMap<String, String>) -> Option<Vec<u8>> {
+    if let Some(len) = headers.get("content-length") {
+        let len: usize = len.parse().ok()?;
+        let mut body = vec![0; len.min(64 << 20)];
+        reader.read_exact(&mut body).ok()?;
+        return Some(body);
+    }
+    if headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    {
+        let mut body = Vec::new();
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).ok()?;
+            let n = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
+            if n == 0 {
+                // trailers until the blank line
+                loop {
+                    let mut t = String::new();
+                    reader.read_line(&mut t).ok()?;
+                    if t.trim().is_empty() {
+                        return Some(body);
+                    }
+                }
+            }
+            let start = body.len();
+            body.resize(start + n, 0);
+            reader.read_exact(&mut body[start..]).ok()?;
+            let mut crlf = [0u8; 2];
+            reader.read_exact(&mut crlf).ok()?;
+            if body.len() > 64 << 20 {
+                return None;
+            }
+        }
+    }
+    Some(Vec::new())
+}

@@ -1,0 +1,126 @@
+//! Every answer the gateway gives on its own behalf, and the one mapping from error to
+//! HTTP status, JSON body and extra headers (SPEC "What a client sees").
+//!
+//! The mapping is an exhaustive `match`: a new variant cannot silently become a 500.
+
+use bytes::Bytes;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayError {
+    /// No route matches host + path + method.
+    NoRoute,
+    /// A route matches host + path but not the method; the `Allow` value.
+    MethodNotAllowed(String),
+    /// `..` segments or undecodable escapes in the path.
+    BadPath,
+    /// A malformed request the HTTP layer let through (e.g. no usable Host).
+    BadRequest,
+    /// Content-Length or the streamed body exceeds `server.max_request_body`.
+    BodyTooLarge,
+    /// Every upstream of the service is unhealthy; seconds for `Retry-After`.
+    NoHealthyUpstream { retry_after: u64 },
+    /// The upstream refused, reset or spoke garbage, after retries.
+    UpstreamFailed,
+    /// The upstream did not connect, answer or accept data in time.
+    UpstreamTimeout,
+    /// A bug or an unexpected internal condition.
+    Internal,
+}
+
+impl GatewayError {
+    pub fn status(&self) -> u16 {
+        match self {
+            GatewayError::NoRoute => 404,
+            GatewayError::MethodNotAllowed(_) => 405,
+            GatewayError::BadPath | GatewayError::BadRequest => 400,
+            GatewayError::BodyTooLarge => 413,
+            GatewayError::NoHealthyUpstream { .. } => 503,
+            GatewayError::UpstreamFailed => 502,
+            GatewayError::UpstreamTimeout => 504,
+            GatewayError::Internal => 500,
+        }
+    }
+
+    /// The `error` value of the JSON body: a stable, machine-readable reason class.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::NoRoute => "no_route",
+            GatewayError::MethodNotAllowed(_) => "method_not_allowed",
+            GatewayError::BadPath => "bad_path",
+            GatewayError::BadRequest => "bad_request",
+            GatewayError::BodyTooLarge => "body_too_large",
+            GatewayError::NoHealthyUpstream { .. } => "no_healthy_upstream",
+            GatewayError::UpstreamFailed => "upstream_failed",
+            GatewayError::UpstreamTimeout => "upstream_timeout",
+            GatewayError::Internal => "internal_error",
+        }
+    }
+
+    /// Headers this error adds beyond `content-type`, `content-length`, `x-request-id`.
+    pub fn extra_headers(&self) -> Option<(&'static str, String)> {
+        match self {
+            GatewayError::MethodNotAllowed(allow) => Some(("allow", allow.clone())),
+            GatewayError::NoHealthyUpstream { retry_after } => {
+                Some(("retry-after", retry_after.max(&1).to_string()))
+            }
+            GatewayError::NoRoute
+            | GatewayError::BadPath
+            | GatewayError::BadRequest
+            | GatewayError::BodyTooLarge
+            | GatewayError::UpstreamFailed
+            | GatewayError::UpstreamTimeout
+            | GatewayError::Internal => None,
+        }
+    }
+}
+
+/// `{"error":"…","request_id":"…"}`. Both values are from fixed or sanitised sets
+/// (see `headers::request_id`), so no escaping beyond JSON string rules is needed.
+pub fn json_body(code: &str, request_id: &str) -> Bytes {
+    let mut s = String::with_capacity(40 + code.len() + request_id.len());
+    s.push_str("{\"error\":");
+    push_json_str(&mut s, code);
+    s.push_str(",\"request_id\":");
+    push_json_str(&mut s, request_id);
+    s.push('}');
+    Bytes::from(s)
+}
+
+/// Append `v` as a JSON string literal.
+pub fn push_json_str(out: &mut String, v: &str) {
+    out.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_json() {
+        let b = json_body("no_route", "abc\"1");
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["error"], "no_route");
+        assert_eq!(v["request_id"], "abc\"1");
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(GatewayError::NoRoute.status(), 404);
+        assert_eq!(GatewayError::UpstreamTimeout.status(), 504);
+        let e = GatewayError::NoHealthyUpstream { retry_after: 0 };
+        assert_eq!(e.status(), 503);
+        assert_eq!(e.extra_headers(), Some(("retry-after", "1".to_string())));
+    }
+}

@@ -1,0 +1,32 @@
+//! Gatehouse: an API gateway on Cloudflare's Pingora.
+//!
+//! # Layout
+//! Modules follow the request pipeline; [`proxy`] is the thin `ProxyHttp` glue that
+//! calls one of them per phase.
+//!
+//! | module | phase / role |
+//! |---|---|
+//! | [`config`] | file → `${VAR}` expansion → raw serde structs → validated [`config::Config`] |
+//! | [`runtime`] | the snapshot built from a config, swapped whole behind `ArcSwap` |
+//! | [`routing`] | compiled route table → `request_filter` |
+//! | [`headers`] | client IP, trusted proxies, request id, forwarded headers |
+//! | [`upstream`] | `LoadBalancer` per service, selection, health checks → `upstream_peer` |
+//! | [`error`] | every gateway-made answer and its status/JSON mapping → `fail_to_proxy` |
+//! | [`metrics`] | Prometheus registry, bounded labels → `logging` |
+//! | [`access_log`] | one line per request → `logging` |
+//! | [`admin`] | `/metrics`, `/healthz`, `/readyz`, `/admin/status` |
+//! | [`server`] | assembles the Pingora `Server` and its services |
+//! | [`demo`] | a small echo upstream for `gatehouse demo` and the tests |
+
+pub mod access_log;
+pub mod admin;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod headers;
+pub mod metrics;
+pub mod proxy;
+pub mod routing;
+pub mod runtime;
+pub mod server;
+pub mod upstream;

@@ -1,0 +1,506 @@
+//! The thin `ProxyHttp` glue: one call into a module per phase.
+//!
+//! ```text
+//! request_filter          snapshot, request id, client IP, route (404/405/400), body limit
+//! upstream_peer           service → selector (healthy, untried) → HttpPeer with timeouts
+//! fail_to_connect         outcome metric; retry on another upstream within `retries`
+//! upstream_request_filter strip_prefix, X-Forwarded-*, X-Real-IP, X-Request-Id
+//! error_while_proxy       outcome metric; retry idempotent requests within `retries`
+//! response_filter         X-Request-Id; attempt outcome ok
+//! fail_to_proxy           the one error → status/JSON mapping (error.rs)
+//! logging                 request metrics + access log
+//! ```
+
+use crate::access_log;
+use crate::config::Balance;
+use crate::error::{json_body, GatewayError};
+use crate::headers;
+use crate::metrics::{method_label, status_label, Metrics, Outcome};
+use crate::routing::{self, Match};
+use crate::runtime::Runtime;
+use crate::upstream::InflightGuard;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::ErrorSource;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct Gateway {
+    runtime: Arc<ArcSwap<Runtime>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Gateway {
+    pub fn new(runtime: Arc<ArcSwap<Runtime>>, metrics: Arc<Metrics>) -> Self {
+        Gateway { runtime, metrics }
+    }
+}
+
+/// Per-request state. Guards release in-flight counts when the request ends, however
+/// it ends.
+pub struct Ctx {
+    start: Instant,
+    rt: Option<Arc<Runtime>>,
+    route: Option<usize>,
+    request_id: String,
+    peer_ip: Option<IpAddr>,
+    peer_trusted: bool,
+    client_ip: Option<IpAddr>,
+    /// Upstreams (indices into the service) this request was sent to, in order.
+    tried: Vec<usize>,
+    /// Whether the current attempt's outcome is already counted.
+    attempt_recorded: bool,
+    upstream_guard: Option<InflightGuard>,
+    service_guard: Option<InflightGuard>,
+    /// The answer `fail_to_proxy` gives, when a phase already knows it.
+    error: Option<GatewayError>,
+    /// Status of a response the gateway wrote itself.
+    own_status: u16,
+    body_seen: u64,
+}
+
+impl Ctx {
+    fn route<'a>(&self, rt: &'a Runtime) -> Option<&'a routing::Route> {
+        self.route.map(|i| &rt.routes.routes()[i])
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            rt: None,
+            route: None,
+            request_id: String::new(),
+            peer_ip: None,
+            peer_trusted: false,
+            client_ip: None,
+            tried: Vec::new(),
+            attempt_recorded: true,
+            upstream_guard: None,
+            service_guard: None,
+            error: None,
+            own_status: 0,
+            body_seen: 0,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let rt = self.runtime.load_full();
+        let req = session.req_header();
+        ctx.request_id = match req.headers.get("x-request-id") {
+            Some(v) if headers::sane_request_id(v.as_bytes()) => {
+                // sane ids are ASCII by construction
+                String::from_utf8_lossy(v.as_bytes()).into_owned()
+            }
+            _ => headers::new_request_id(),
+        };
+        ctx.peer_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        if let Some(peer) = ctx.peer_ip {
+            ctx.peer_trusted = headers::is_trusted(peer, &rt.trusted_proxies);
+            let xff = req.headers.get("x-forwarded-for").map(|v| v.as_bytes());
+            ctx.client_ip = Some(headers::client_ip(peer, xff, &rt.trusted_proxies));
+        }
+
+        let outcome = match request_host(req) {
+            None => Err(GatewayError::BadRequest),
+            Some(host) => {
+                let host = routing::normalise_host(host);
+                match rt.routes.lookup(&host, req.uri.path(), &req.method) {
+                    Match::Found(route) => Ok(route),
+                    Match::MethodNotAllowed(allow) => Err(GatewayError::MethodNotAllowed(allow)),
+                    Match::NotFound => Err(GatewayError::NoRoute),
+                    Match::BadPath => Err(GatewayError::BadPath),
+                }
+            }
+        };
+        let route = match outcome {
+            Ok(route) => route,
+            Err(e) => {
+                ctx.rt = Some(rt);
+                self.respond_error(session, ctx, e).await?;
+                return Ok(true);
+            }
+        };
+        // `Route` lives in the snapshot; keep its index, not a borrow.
+        ctx.route = Some(route.index);
+
+        if let Some(limit) = rt.max_request_body {
+            let declared = session
+                .req_header()
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if declared.is_some_and(|n| n > limit) {
+                ctx.rt = Some(rt);
+                // The body stays unread: close rather than reuse the connection.
+                session.set_keepalive(None);
+                self.respond_error(session, ctx, GatewayError::BodyTooLarge)
+                    .await?;
+                return Ok(true);
+            }
+        }
+        ctx.rt = Some(rt);
+        Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let limit = ctx.rt.as_ref().and_then(|rt| rt.max_request_body);
+        if let (Some(limit), Some(chunk)) = (limit, body.as_ref()) {
+            ctx.body_seen += chunk.len() as u64;
+            if ctx.body_seen > limit {
+                ctx.error = Some(GatewayError::BodyTooLarge);
+                return Error::e_explain(HTTPStatus(413), "request body over max_request_body");
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let rt = ctx
+            .rt
+            .clone()
+            .ok_or_else(|| Error::explain(InternalError, "no runtime snapshot"))?;
+        let route = ctx
+            .route(&rt)
+            .ok_or_else(|| Error::explain(InternalError, "no route"))?;
+        let svc = &rt.services[route.service];
+        if ctx.service_guard.is_none() {
+            ctx.service_guard = Some(svc.inflight.begin());
+        }
+        let key = if svc.config.balance == Balance::ConsistentHash {
+            hash_key(session, ctx, &svc.config.hash_key)
+        } else {
+            Vec::new()
+        };
+        let Some(i) = svc.select(&key, &ctx.tried) else {
+            let retry_after = svc
+                .config
+                .health_check
+                .as_ref()
+                .map_or(1, |h| h.interval.as_secs().max(1));
+            ctx.error = Some(GatewayError::NoHealthyUpstream { retry_after });
+            return Error::e_explain(HTTPStatus(503), "no healthy upstream");
+        };
+        ctx.tried.push(i);
+        ctx.attempt_recorded = false;
+        ctx.upstream_guard = Some(svc.upstreams[i].state.inflight.begin());
+        Ok(Box::new(svc.peer(i)))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let outcome = match e.etype() {
+            ConnectTimedout => Outcome::Timeout,
+            ConnectRefused => Outcome::Refused,
+            _ => Outcome::Error,
+        };
+        self.record_attempt(ctx, outcome);
+        ctx.upstream_guard = None;
+        // Nothing reached the upstream: any method may go to another upstream.
+        let allowed = self.retries_left(ctx);
+        e.set_retry(allowed);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let outcome = match e.etype() {
+            ReadTimedout | WriteTimedout => Outcome::Timeout,
+            _ => Outcome::Error,
+        };
+        self.record_attempt(ctx, outcome);
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let idempotent = session.req_header().method.is_idempotent();
+        if !idempotent || session.as_ref().retry_buffer_truncated() || !self.retries_left(ctx) {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let rt = ctx
+            .rt
+            .as_ref()
+            .ok_or_else(|| Error::explain(InternalError, "no runtime snapshot"))?;
+        if let Some(route) = ctx.route(rt) {
+            if route.strip_prefix {
+                let original = session
+                    .req_header()
+                    .uri
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str());
+                let stripped = routing::strip_prefix(route, original);
+                if stripped != original {
+                    let uri = stripped
+                        .parse::<http::Uri>()
+                        .map_err(|e| Error::because(InternalError, "rewritten path", e))?;
+                    upstream.set_uri(uri);
+                }
+            }
+        }
+        if let Some(peer) = ctx.peer_ip {
+            let incoming = session
+                .req_header()
+                .headers
+                .get("x-forwarded-for")
+                .map(|v| v.as_bytes());
+            let xff = headers::forwarded_for(peer, incoming, ctx.peer_trusted);
+            upstream.insert_header("x-forwarded-for", xff)?;
+        }
+        if let Some(client) = ctx.client_ip {
+            upstream.insert_header("x-real-ip", client.to_string())?;
+        }
+        let keep_forwarded = ctx.peer_trusted;
+        if !(keep_forwarded && upstream.headers.contains_key("x-forwarded-proto")) {
+            let tls = session
+                .digest()
+                .and_then(|d| d.ssl_digest.as_ref())
+                .is_some();
+            upstream.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+        }
+        if !(keep_forwarded && upstream.headers.contains_key("x-forwarded-host")) {
+            if let Some(host) = request_host(session.req_header()) {
+                let host = host.to_string();
+                upstream.insert_header("x-forwarded-host", host)?;
+            }
+        }
+        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if !resp.status.is_informational() {
+            self.record_attempt(ctx, Outcome::Ok);
+        }
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let err = ctx.error.take().unwrap_or_else(|| classify(e));
+        if matches!(e.esource(), ErrorSource::Downstream)
+            && matches!(e.etype(), WriteError | ReadError | ConnectionClosed)
+        {
+            // The client is gone; nobody to answer.
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
+        let code = err.status();
+        if session.response_written().is_none() {
+            if let Err(write_err) = self.respond_error(session, ctx, err).await {
+                log::debug!("could not send error response: {write_err}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _e: &Error) -> bool {
+        // Conditions the gateway answered on purpose are not errors of the gateway.
+        matches!(
+            ctx.error,
+            Some(GatewayError::NoHealthyUpstream { .. } | GatewayError::BodyTooLarge)
+        )
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session
+            .response_written()
+            .map_or(ctx.own_status, |r| r.status.as_u16());
+        let rt = ctx.rt.as_deref();
+        let route = rt.and_then(|rt| ctx.route(rt));
+        let (route_name, service) =
+            route.map_or(("none", "none"), |r| (&*r.name, &*r.service_name));
+        let method = method_label(&session.req_header().method);
+        self.metrics
+            .requests
+            .with_label_values(&[route_name, service, method, status_label(status)])
+            .inc();
+        let elapsed = ctx.start.elapsed();
+        self.metrics
+            .duration
+            .with_label_values(&[route_name, service])
+            .observe(elapsed.as_secs_f64());
+        if let Some(rt) = rt {
+            let upstream = route
+                .zip(ctx.tried.last())
+                .map(|(r, &i)| &*rt.services[r.service].upstreams[i].state.address);
+            access_log::write(
+                rt.access_log,
+                &access_log::Entry {
+                    session,
+                    request_id: &ctx.request_id,
+                    client_ip: ctx.client_ip,
+                    status,
+                    elapsed,
+                    route: route_name,
+                    service,
+                    upstream,
+                    attempts: ctx.tried.len(),
+                },
+            );
+        }
+        ctx.upstream_guard = None;
+        ctx.service_guard = None;
+    }
+}
+
+impl Gateway {
+    fn record_attempt(&self, ctx: &mut Ctx, outcome: Outcome) {
+        if ctx.attempt_recorded {
+            return;
+        }
+        ctx.attempt_recorded = true;
+        let Some(rt) = ctx.rt.as_ref() else { return };
+        let (Some(route), Some(&i)) = (ctx.route(rt), ctx.tried.last()) else {
+            return;
+        };
+        let svc = &rt.services[route.service];
+        self.metrics
+            .record_attempt(&svc.name, &svc.upstreams[i].state.address, outcome);
+    }
+
+    /// Whether another attempt is allowed: the first try plus `retries`.
+    fn retries_left(&self, ctx: &Ctx) -> bool {
+        let Some(rt) = ctx.rt.as_ref() else {
+            return false;
+        };
+        ctx.route(rt)
+            .is_some_and(|r| ctx.tried.len() <= rt.services[r.service].config.retries as usize)
+    }
+
+    /// Write an error response (JSON body, `X-Request-Id`, extra headers).
+    async fn respond_error(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        err: GatewayError,
+    ) -> Result<()> {
+        let body = json_body(err.code(), &ctx.request_id);
+        let status = err.status();
+        let mut resp = ResponseHeader::build(status, Some(5))?;
+        resp.insert_header(header::CONTENT_TYPE, "application/json")?;
+        resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some((name, value)) = err.extra_headers() {
+            resp.insert_header(name, value)?;
+        }
+        ctx.own_status = status;
+        let head = session.req_header().method == http::Method::HEAD;
+        session.write_response_header(Box::new(resp), head).await?;
+        if !head {
+            session.write_response_body(Some(body), true).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The `Host` header, or the authority of an absolute-form request target.
+fn request_host(req: &RequestHeader) -> Option<&str> {
+    match req.headers.get(header::HOST) {
+        Some(v) => std::str::from_utf8(v.as_bytes()).ok(),
+        None => Some(req.uri.authority().map_or("", |a| a.as_str())),
+    }
+}
+
+/// Map a Pingora error to the answer (used when no phase set one).
+fn classify(e: &Error) -> GatewayError {
+    match e.etype() {
+        HTTPStatus(413) => GatewayError::BodyTooLarge,
+        HTTPStatus(503) => GatewayError::NoHealthyUpstream { retry_after: 1 },
+        HTTPStatus(502) => GatewayError::UpstreamFailed,
+        HTTPStatus(504) => GatewayError::UpstreamTimeout,
+        HTTPStatus(c) if (400..500).contains(c) => GatewayError::BadRequest,
+        HTTPStatus(_) => GatewayError::Internal,
+        ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
+            if matches!(e.esource(), ErrorSource::Downstream) {
+                GatewayError::BadRequest
+            } else {
+                GatewayError::UpstreamTimeout
+            }
+        }
+        _ => match e.esource() {
+            ErrorSource::Upstream => GatewayError::UpstreamFailed,
+            ErrorSource::Downstream => GatewayError::BadRequest,
+            ErrorSource::Internal | ErrorSource::Unset => GatewayError::Internal,
+        },
+    }
+}
+
+/// The bytes a consistent-hash service hashes; other balancers ignore the key.
+fn hash_key(session: &Session, ctx: &Ctx, key: &crate::config::HashKey) -> Vec<u8> {
+    use crate::config::HashKey;
+    let req = session.req_header();
+    let from_ip = || {
+        ctx.client_ip
+            .map(|ip| ip.to_string().into_bytes())
+            .unwrap_or_default()
+    };
+    match key {
+        HashKey::ClientIp => from_ip(),
+        HashKey::Header(name) => req
+            .headers
+            .get(name)
+            .map_or_else(from_ip, |v| v.as_bytes().to_vec()),
+        HashKey::Cookie(name) => cookie(req, name).map_or_else(from_ip, |v| v.to_vec()),
+    }
+}
+
+fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a [u8]> {
+    req.headers
+        .get_all(header::COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let eq = pair.iter().position(|&b| b == b'=')?;
+            (&pair[..eq] == name.as_bytes()).then(|| &pair[eq + 1..])
+        })
+}

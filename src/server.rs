@@ -1,0 +1,109 @@
+//! Assemble the Pingora `Server`: the proxy service on every `listen` address, the admin
+//! service, and the background service that runs health checks.
+
+use crate::admin::AdminApp;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::proxy::Gateway;
+use crate::runtime::Runtime;
+use crate::upstream::spawn_health_checks;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
+use std::sync::Arc;
+
+/// Process-level options from the command line.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RunOptions {
+    pub daemon: bool,
+    pub upgrade: bool,
+}
+
+/// Everything the running gateway shares between its services.
+pub struct Shared {
+    pub runtime: Arc<ArcSwap<Runtime>>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Map our `server:` settings onto Pingora's `ServerConf`.
+pub fn server_conf(config: &Config, opts: RunOptions) -> ServerConf {
+    let s = &config.server;
+    ServerConf {
+        threads: s.threads,
+        daemon: opts.daemon,
+        pid_file: s.pid_file.clone(),
+        upgrade_sock: s.upgrade_sock.clone(),
+        grace_period_seconds: Some(s.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(s.shutdown_timeout.as_secs().max(1)),
+        ..ServerConf::default()
+    }
+}
+
+/// Build the server for a validated config. Does not start it.
+pub fn build(config: Config, opts: RunOptions) -> Result<(Server, Arc<Shared>), String> {
+    let conf = server_conf(&config, opts);
+    let opt = Opt {
+        upgrade: opts.upgrade,
+        daemon: opts.daemon,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let listen = config.listen.clone();
+    let admin = config.admin;
+    let runtime = Arc::new(ArcSwap::from_pointee(Runtime::build(config)?));
+    let metrics = Arc::new(Metrics::new());
+    let shared = Arc::new(Shared {
+        runtime: runtime.clone(),
+        metrics: metrics.clone(),
+    });
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Gateway::new(runtime.clone(), metrics.clone()),
+        "gatehouse proxy",
+    );
+    for l in &listen {
+        match &l.tls {
+            None => proxy.add_tcp(&l.address),
+            Some(tls) => proxy
+                .add_tls(&l.address, &tls.cert, &tls.key)
+                .map_err(|e| format!("listen {}: TLS setup failed: {e}", l.address))?,
+        }
+    }
+    server.add_service(proxy);
+
+    if let Some(addr) = admin {
+        let mut svc = Service::new(
+            "gatehouse admin".to_string(),
+            AdminApp::new(runtime.clone(), metrics.clone()),
+        );
+        svc.add_tcp(&addr.to_string());
+        server.add_service(svc);
+    }
+
+    server.add_service(background_service(
+        "gatehouse health checks",
+        HealthService {
+            runtime: runtime.clone(),
+        },
+    ));
+    Ok((server, shared))
+}
+
+/// Drives the health checks of the current snapshot's services.
+struct HealthService {
+    runtime: Arc<ArcSwap<Runtime>>,
+}
+
+#[async_trait]
+impl BackgroundService for HealthService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        spawn_health_checks(&self.runtime.load().services);
+        let _ = shutdown.changed().await;
+    }
+}

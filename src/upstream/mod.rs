@@ -1,0 +1,269 @@
+//! Upstream services (`upstream_peer` and the background health checks).
+//!
+//! Each configured service becomes one Pingora `LoadBalancer<Selector>` over a static
+//! backend set, with Pingora's TCP or HTTP health check attached. The checks are driven
+//! by [`spawn_health_checks`], one task per service that lives exactly as long as the
+//! service's runtime object: when a reload drops a service, its checks stop.
+
+pub mod selector;
+
+use crate::config::{HealthKind, ServiceConfig};
+use async_trait::async_trait;
+use pingora::http::RequestHeader;
+use pingora::lb::discovery;
+use pingora::lb::health_check::{HealthCheck, HealthObserve, HttpHealthCheck, TcpHealthCheck};
+use pingora::lb::{Backend, Backends, LoadBalancer};
+use pingora::prelude::HttpPeer;
+use pingora::{Error, ErrorType};
+use selector::{Selector, SelectorConfig};
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+/// A count of requests in flight, shared by every request that holds a guard.
+#[derive(Debug, Default)]
+pub struct InflightCounter(AtomicUsize);
+
+impl InflightCounter {
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Count one request until the guard drops, whatever path the request takes.
+    pub fn begin(self: &Arc<Self>) -> InflightGuard {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        InflightGuard(self.clone())
+    }
+}
+
+/// Decrements its counter on drop.
+#[derive(Debug)]
+pub struct InflightGuard(Arc<InflightCounter>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// State of one upstream that outlives a single request.
+#[derive(Debug)]
+pub struct UpstreamState {
+    /// The configured address string; the `upstream` metric label.
+    pub address: Arc<str>,
+    /// Requests on this upstream now (least_connections reads it).
+    pub inflight: Arc<InflightCounter>,
+}
+
+impl UpstreamState {
+    pub fn new(address: &str) -> Self {
+        UpstreamState {
+            address: address.into(),
+            inflight: Arc::default(),
+        }
+    }
+}
+
+/// One upstream of a service, as the runtime sees it.
+pub struct Upstream {
+    pub backend: Backend,
+    pub addr: SocketAddr,
+    pub state: Arc<UpstreamState>,
+}
+
+/// A service: its load balancer, its upstreams in config order, and its settings.
+pub struct ServiceRuntime {
+    pub name: Arc<str>,
+    pub config: ServiceConfig,
+    pub lb: LoadBalancer<Selector>,
+    pub upstreams: Vec<Upstream>,
+    by_addr: HashMap<SocketAddr, usize>,
+    /// Requests of this service in flight (the `gatehouse_inflight_requests` gauge).
+    pub inflight: Arc<InflightCounter>,
+}
+
+impl ServiceRuntime {
+    pub fn new(config: &ServiceConfig) -> Result<Self, String> {
+        let mut upstreams = Vec::with_capacity(config.upstreams.len());
+        let mut states = HashMap::new();
+        for u in &config.upstreams {
+            let backend = Backend::new_with_weight(&u.addr.to_string(), u.weight as usize)
+                .map_err(|e| format!("upstream {}: {e}", u.address))?;
+            let state = Arc::new(UpstreamState::new(&u.address));
+            states.insert(u.addr, state.clone());
+            upstreams.push(Upstream {
+                backend,
+                addr: u.addr,
+                state,
+            });
+        }
+        let set: BTreeSet<Backend> = upstreams.iter().map(|u| u.backend.clone()).collect();
+        let mut backends = Backends::new(discovery::Static::new(set));
+        if let Some(hc) = &config.health_check {
+            backends.set_health_check(health_check(&config.name, hc));
+        }
+        let lb = LoadBalancer::from_backends_with_config(
+            backends,
+            Some(SelectorConfig {
+                balance: config.balance,
+                states: Arc::new(states),
+            }),
+        );
+        // Static discovery never blocks: this fills the backend set and builds the selector.
+        futures::FutureExt::now_or_never(lb.update())
+            .ok_or("static discovery blocked")?
+            .map_err(|e| format!("service {}: {e}", config.name))?;
+        let by_addr = upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.addr, i))
+            .collect();
+        Ok(ServiceRuntime {
+            name: config.name.as_str().into(),
+            config: config.clone(),
+            lb,
+            upstreams,
+            by_addr,
+            inflight: Arc::default(),
+        })
+    }
+
+    /// Pick an upstream: healthy, and not yet tried by this request if another exists.
+    pub fn select(&self, key: &[u8], tried: &[usize]) -> Option<usize> {
+        let max = self.upstreams.len() * 4 + 16;
+        let fresh = self.lb.select_with(key, max, |b, healthy| {
+            healthy && !tried.iter().any(|&i| self.upstreams[i].backend == *b)
+        });
+        let pick = match fresh {
+            Some(b) => Some(b),
+            None if !tried.is_empty() => self.lb.select(key, max),
+            None => None,
+        }?;
+        pick.addr
+            .as_inet()
+            .and_then(|a| self.by_addr.get(a).copied())
+    }
+
+    pub fn is_healthy(&self, upstream: usize) -> bool {
+        self.lb.backends().ready(&self.upstreams[upstream].backend)
+    }
+
+    pub fn healthy_count(&self) -> usize {
+        (0..self.upstreams.len())
+            .filter(|&i| self.is_healthy(i))
+            .count()
+    }
+
+    /// The peer for one attempt, with the service's timeouts.
+    pub fn peer(&self, upstream: usize) -> HttpPeer {
+        let t = &self.config.timeouts;
+        let mut peer = HttpPeer::new(self.upstreams[upstream].addr, false, String::new());
+        peer.options.connection_timeout = Some(t.connect);
+        peer.options.total_connection_timeout = Some(t.connect);
+        peer.options.read_timeout = Some(t.read);
+        peer.options.write_timeout = Some(t.write);
+        peer.options.idle_timeout = Some(t.idle);
+        peer
+    }
+}
+
+/// Logs each health transition once, with the service and the configured address.
+struct HealthLogger {
+    service: String,
+}
+
+#[async_trait]
+impl HealthObserve for HealthLogger {
+    async fn observe(&self, target: &Backend, healthy: bool) {
+        if healthy {
+            log::info!(
+                "service {}: upstream {} is healthy again",
+                self.service,
+                target.addr
+            );
+        } else {
+            log::warn!(
+                "service {}: upstream {} failed its health check and is out of rotation",
+                self.service,
+                target.addr
+            );
+        }
+    }
+}
+
+fn health_check(
+    service: &str,
+    hc: &crate::config::HealthCheckConfig,
+) -> Box<dyn HealthCheck + Send + Sync> {
+    let observer = Box::new(HealthLogger {
+        service: service.to_string(),
+    });
+    match &hc.kind {
+        HealthKind::Tcp => {
+            let mut c = TcpHealthCheck::new();
+            c.consecutive_success = hc.healthy_after as usize;
+            c.consecutive_failure = hc.unhealthy_after as usize;
+            c.peer_template.options.connection_timeout = Some(hc.timeout);
+            c.peer_template.options.total_connection_timeout = Some(hc.timeout);
+            c.health_changed_callback = Some(observer);
+            c
+        }
+        HealthKind::Http {
+            path,
+            host,
+            expect_status,
+        } => {
+            let host = host.as_deref().unwrap_or("localhost");
+            let mut c = HttpHealthCheck::new(host, false);
+            c.consecutive_success = hc.healthy_after as usize;
+            c.consecutive_failure = hc.unhealthy_after as usize;
+            c.peer_template.options.connection_timeout = Some(hc.timeout);
+            c.peer_template.options.total_connection_timeout = Some(hc.timeout);
+            c.peer_template.options.read_timeout = Some(hc.timeout);
+            c.peer_template.options.write_timeout = Some(hc.timeout);
+            if let Ok(mut req) = RequestHeader::build("GET", path.as_bytes(), None) {
+                // Validated at load: path and host are plain ASCII.
+                let _ = req.insert_header("Host", host);
+                let _ = req.insert_header("User-Agent", "gatehouse-health-check");
+                c.req = req;
+            }
+            let expect = *expect_status;
+            c.validator = Some(Box::new(move |resp| {
+                if resp.status.as_u16() == expect {
+                    Ok(())
+                } else {
+                    Error::e_explain(
+                        ErrorType::CustomCode("unexpected status", resp.status.as_u16()),
+                        "during http health check",
+                    )
+                }
+            }));
+            c.health_changed_callback = Some(observer);
+            Box::new(c)
+        }
+    }
+}
+
+/// Start the health-check loop of every service that has one. Each loop holds only a
+/// weak reference, so it ends when the service is dropped (after a reload) or at shutdown.
+pub fn spawn_health_checks(services: &[Arc<ServiceRuntime>]) {
+    for svc in services {
+        let Some(hc) = &svc.config.health_check else {
+            continue;
+        };
+        let interval = hc.interval;
+        let weak: Weak<ServiceRuntime> = Arc::downgrade(svc);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(svc) = weak.upgrade() else {
+                    return;
+                };
+                svc.lb.backends().run_health_check(true).await;
+            }
+        });
+    }
+}
