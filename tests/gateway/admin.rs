@@ -1,0 +1,102 @@
+use crate::common::*;
+
+#[test]
+fn metrics_status_and_readiness_describe_the_traffic() {
+    let up = upstreams(2);
+    let gw = Gateway::start(&format!(
+        "services:\n  users:\n    upstreams:\n{}routes:\n  - {{ name: users-api, match: {{ path_prefix: /users }}, service: users }}\n",
+        upstream_list(&up, &[])
+    ));
+    for _ in 0..5 {
+        assert_eq!(gw.get("/users/1").status, 200);
+    }
+    assert_eq!(gw.get("/nope").status, 404);
+
+    let m = gw.metrics();
+    let v = |name: &str, labels: &str| metric_value(&m, name, labels);
+    assert_eq!(
+        v(
+            "gatehouse_requests_total",
+            "method=\"GET\",route=\"users-api\",service=\"users\",status=\"200\""
+        ),
+        Some(5.0)
+    );
+    assert_eq!(
+        v(
+            "gatehouse_requests_total",
+            "route=\"none\",service=\"none\",status=\"404\""
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        v(
+            "gatehouse_request_duration_seconds_count",
+            "route=\"users-api\",service=\"users\""
+        ),
+        Some(5.0)
+    );
+    let ok_a = v(
+        "gatehouse_upstream_requests_total",
+        &format!(
+            "outcome=\"ok\",service=\"users\",upstream=\"{}\"",
+            up[0].addr()
+        ),
+    )
+    .unwrap_or(0.0);
+    let ok_b = v(
+        "gatehouse_upstream_requests_total",
+        &format!(
+            "outcome=\"ok\",service=\"users\",upstream=\"{}\"",
+            up[1].addr()
+        ),
+    )
+    .unwrap_or(0.0);
+    assert_eq!(ok_a + ok_b, 5.0);
+    assert_eq!(
+        v(
+            "gatehouse_upstream_healthy",
+            &format!("upstream=\"{}\"", up[0].addr())
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        v("gatehouse_inflight_requests", "service=\"users\""),
+        Some(0.0)
+    );
+    // labels never carry raw paths
+    assert!(!m.contains("/users/1"), "raw path leaked into metrics");
+
+    let st = gw.status();
+    assert_eq!(st["routes"][0]["name"], "users-api");
+    assert_eq!(st["services"][0]["name"], "users");
+    assert_eq!(
+        st["services"][0]["upstreams"].as_array().map(Vec::len),
+        Some(2)
+    );
+
+    let ready = gw.admin_get("/readyz");
+    assert_eq!(ready.status, 200);
+    assert_eq!(gw.admin_get("/healthz").status, 200);
+    assert_eq!(gw.admin_get("/nothing").status, 404);
+}
+
+#[test]
+fn access_log_has_one_json_line_per_request_without_query() {
+    let up = upstreams(1);
+    let gw = Gateway::start(&format!(
+        "services:\n  s: {{ upstreams: [{{ address: \"{}\" }}] }}\nroutes:\n  - {{ name: r, match: {{ path_prefix: / }}, service: s }}\n",
+        up[0].addr()
+    ));
+    let r = gw.get("/path?access_token=SECRET123");
+    let id = r.header("x-request-id").unwrap().to_string();
+    assert!(wait_until(std::time::Duration::from_secs(5), || gw
+        .log()
+        .contains(&id)));
+    let log = gw.log();
+    let line = log.lines().find(|l| l.contains(&id)).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line).expect("access line is JSON");
+    assert_eq!(v["path"], "/path");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["route"], "r");
+    assert!(!log.contains("SECRET123"), "query strings are never logged");
+}

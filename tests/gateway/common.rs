@@ -1,0 +1,334 @@
+//! Test harness: boot the real `gatehouse` binary on free loopback ports against real
+//! upstream servers, and talk to it over plain TCP.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub use gatehouse::demo::EchoServer;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
+
+/// A free loopback port (bound then released; the OS does not hand it out again at once).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// A fresh scratch directory for one test.
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "gatehouse-test-{}-{}-{tag}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// Poll `f` every 20 ms until it returns true or `limit` passes.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+pub struct Response {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    /// For echo-upstream answers: which upstream served it.
+    pub fn upstream(&self) -> String {
+        self.header("x-upstream").unwrap_or("").to_string()
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`).
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(15)))?;
+    let mut req = format!("{method} {target} HTTP/1.1\r\nconnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str("host: gateway.test\r\n");
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty()
+        && !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("transfer-encoding"))
+    {
+        req.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse_response(&raw, method == "HEAD")
+}
+
+pub fn get(addr: SocketAddr, target: &str) -> Response {
+    request(addr, "GET", target, &[], b"").expect("GET")
+}
+
+fn parse_response(raw: &[u8], head: bool) -> std::io::Result<Response> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no header end"))?;
+    let head_text = String::from_utf8_lossy(&raw[..end]);
+    let mut lines = head_text.split("\r\n");
+    let status_line = lines.next().ok_or_else(|| bad("no status line"))?;
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("bad status line"))?;
+    let mut headers = HashMap::new();
+    for l in lines {
+        if let Some((k, v)) = l.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let rest = &raw[end + 4..];
+    let body = if head {
+        Vec::new()
+    } else if headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v.contains("chunked"))
+    {
+        dechunk(rest).ok_or_else(|| bad("bad chunked body"))?
+    } else if let Some(len) = headers
+        .get("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        rest.get(..len).ok_or_else(|| bad("short body"))?.to_vec()
+    } else {
+        rest.to_vec()
+    };
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b.windows(2).position(|w| w == b"\r\n")?;
+        let size = usize::from_str_radix(
+            std::str::from_utf8(&b[..eol])
+                .ok()?
+                .split(';')
+                .next()?
+                .trim(),
+            16,
+        )
+        .ok()?;
+        b = &b[eol + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(b.get(..size)?);
+        b = b.get(size + 2..)?;
+    }
+}
+
+/// A running gatehouse process with its config file, killed on drop.
+pub struct Gateway {
+    child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Gateway {
+    /// Start with `body` (services, routes, …) under a generated header: listen,
+    /// admin, and server settings with per-test pid/upgrade paths. `server_extra` is
+    /// added under `server:`.
+    pub fn start(body: &str) -> Gateway {
+        Self::start_with(body, "")
+    }
+
+    pub fn start_with(body: &str, server_extra: &str) -> Gateway {
+        let dir = scratch_dir("gw");
+        let port = free_port();
+        let admin_port = free_port();
+        let yaml = format!(
+            "listen:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: 127.0.0.1:{admin_port}\n\
+             server:\n  threads: 2\n  pid_file: {dir}/gatehouse.pid\n  upgrade_sock: {dir}/upgrade.sock\n  \
+             grace_period: 1s\n  shutdown_timeout: 1s\n{server_extra}\n{body}\n",
+            dir = dir.display()
+        );
+        let config = dir.join("gatehouse.yaml");
+        std::fs::write(&config, yaml).expect("write config");
+        let log = std::fs::File::create(dir.join("gatehouse.log")).expect("log file");
+        let child = Command::new(BIN)
+            .arg("-c")
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn gatehouse");
+        let gw = Gateway {
+            child,
+            addr: format!("127.0.0.1:{port}").parse().expect("addr"),
+            admin: format!("127.0.0.1:{admin_port}").parse().expect("addr"),
+            dir,
+            config,
+        };
+        gw.wait_ready();
+        gw
+    }
+
+    fn wait_ready(&self) {
+        let ok = wait_until(Duration::from_secs(20), || {
+            request(self.admin, "GET", "/healthz", &[], b"").is_ok_and(|r| r.status == 200)
+                && TcpStream::connect(self.addr).is_ok()
+        });
+        assert!(ok, "gateway did not come up; log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("gatehouse.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn get(&self, target: &str) -> Response {
+        get(self.addr, target)
+    }
+
+    pub fn admin_get(&self, path: &str) -> Response {
+        get(self.admin, path)
+    }
+
+    pub fn metrics(&self) -> String {
+        self.admin_get("/metrics").text()
+    }
+
+    /// The value of one metric sample, matched by name and a label substring.
+    pub fn metric(&self, name: &str, labels: &str) -> Option<f64> {
+        metric_value(&self.metrics(), name, labels)
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        self.admin_get("/admin/status").json()
+    }
+
+    /// Whether `/admin/status` reports `upstream` of `service` as healthy.
+    pub fn upstream_healthy(&self, service: &str, upstream: &str) -> Option<bool> {
+        let st = self.status();
+        st["services"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == service)?["upstreams"]
+            .as_array()?
+            .iter()
+            .find(|u| u["address"] == upstream)?["healthy"]
+            .as_bool()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn metric_value(text: &str, name: &str, labels: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| l.contains(labels))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Run `gatehouse` with arguments and wait for it.
+pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run gatehouse")
+}
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// Start `n` echo upstreams named a, b, c… on free ports.
+pub fn upstreams(n: usize) -> Vec<EchoServer> {
+    (0..n)
+        .map(|i| {
+            let name = ((b'a' + i as u8) as char).to_string();
+            EchoServer::start(&name, "127.0.0.1:0").expect("start echo upstream")
+        })
+        .collect()
+}
+
+/// `- { address: "127.0.0.1:P", weight: W }` lines for a services block.
+pub fn upstream_list(servers: &[EchoServer], weights: &[u32]) -> String {
+    servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            format!(
+                "      - {{ address: \"{}\", weight: {} }}\n",
+                s.addr(),
+                weights.get(i).copied().unwrap_or(1)
+            )
+        })
+        .collect()
+}

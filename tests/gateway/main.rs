@@ -1,0 +1,11 @@
+//! Integration tests: the real `gatehouse` binary on free loopback ports, real upstream
+//! servers started by each test. One test binary (one link) for all of them.
+
+mod common;
+
+mod admin;
+mod balance;
+mod config_cli;
+mod forwarding;
+mod health;
+mod routing;
