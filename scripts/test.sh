@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what is missing (when it can),
+# builds once in the release profile (the one the benchmarks use), checks format and
+# lints, validates every shipped config, then runs unit + integration tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v cmake >/dev/null || need+=(cmake)
+command -v cc >/dev/null || need+=(build-essential)
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v systemd-analyze >/dev/null || need+=(systemd)
+if ((${#need[@]})); then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing: ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    echo "missing: ${need[*]} (install them, e.g. sudo apt-get install ${need[*]})" >&2
+    exit 1
+  fi
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+
+echo "== format"
+cargo fmt --check
+echo "== clippy"
+cargo clippy --release --all-targets --locked -- -D warnings
+echo "== build"
+cargo build --release --locked --all-targets
+echo "== shipped configs"
+for f in conf/*.yaml; do
+  GATEHOUSE_JWT_SECRET=ci-secret ./target/release/gatehouse -c "$f" -t
+done
+if [ -f systemd/gatehouse.service ]; then
+  echo "== systemd-analyze verify"
+  scripts/verify-systemd.sh
+fi
+echo "== tests"
+cargo nextest run --release --locked --no-fail-fast "$@"
