@@ -20,12 +20,18 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Build from a validated config. Fails only on conditions validation cannot see
-    /// (none today besides Pingora refusing an address it already accepted).
-    pub fn build(config: Config) -> Result<Runtime, String> {
+    /// Build from a validated config. With `previous` (a reload), a service whose config
+    /// is unchanged is reused as is; a changed one is rebuilt keeping the state of the
+    /// upstreams that remain. Fails only on conditions validation cannot see.
+    pub fn build(config: Config, previous: Option<&Runtime>) -> Result<Runtime, String> {
         let mut services = Vec::with_capacity(config.services.len());
         for svc in config.services.values() {
-            services.push(Arc::new(ServiceRuntime::new(svc)?));
+            let old = previous.and_then(|p| p.service(&svc.name));
+            let rebuilt = match old {
+                Some(old) if old.config == *svc => old.clone(),
+                _ => Arc::new(ServiceRuntime::new(svc, old.map(|o| &**o))?),
+            };
+            services.push(rebuilt);
         }
         let names: Vec<&str> = config.services.keys().map(String::as_str).collect();
         let routes = RouteTable::build(&config.routes, &|name| {

@@ -55,7 +55,7 @@ pub fn build(config: Config, opts: RunOptions) -> Result<(Server, Arc<Shared>), 
 
     let listen = config.listen.clone();
     let admin = config.admin;
-    let runtime = Arc::new(ArcSwap::from_pointee(Runtime::build(config)?));
+    let runtime = Arc::new(ArcSwap::from_pointee(Runtime::build(config, None)?));
     let metrics = Arc::new(Metrics::new());
     let shared = Arc::new(Shared {
         runtime: runtime.clone(),

@@ -12,14 +12,16 @@ use async_trait::async_trait;
 use pingora::http::RequestHeader;
 use pingora::lb::discovery;
 use pingora::lb::health_check::{HealthCheck, HealthObserve, HttpHealthCheck, TcpHealthCheck};
-use pingora::lb::{Backend, Backends, LoadBalancer};
+use pingora::lb::{Backend, Backends, HealthRegistry, LoadBalancer};
 use pingora::prelude::HttpPeer;
 use pingora::{Error, ErrorType};
 use selector::{Selector, SelectorConfig};
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 /// A count of requests in flight, shared by every request that holds a guard.
 #[derive(Debug, Default)]
@@ -72,11 +74,22 @@ pub struct Upstream {
     pub state: Arc<UpstreamState>,
 }
 
+/// A service's active health checking: Pingora's `HealthRegistry` (the probe and the
+/// health of each upstream) and how often to run it. Shared by the old and new runtime
+/// of a service across a reload when the health-check settings did not change, so health
+/// state carries over and only one loop probes.
+pub struct HealthProbe {
+    registry: Arc<HealthRegistry>,
+    interval: Duration,
+    started: AtomicBool,
+}
+
 /// A service: its load balancer, its upstreams in config order, and its settings.
 pub struct ServiceRuntime {
     pub name: Arc<str>,
     pub config: ServiceConfig,
     pub lb: LoadBalancer<Selector>,
+    probe: Option<Arc<HealthProbe>>,
     pub upstreams: Vec<Upstream>,
     by_addr: HashMap<SocketAddr, usize>,
     /// Requests of this service in flight (the `gatehouse_inflight_requests` gauge).
@@ -84,13 +97,19 @@ pub struct ServiceRuntime {
 }
 
 impl ServiceRuntime {
-    pub fn new(config: &ServiceConfig) -> Result<Self, String> {
+    /// Build a service. With `previous` (the same service before a reload), upstreams
+    /// that still exist keep their state, and the health registry is kept when the
+    /// health-check settings are unchanged.
+    pub fn new(config: &ServiceConfig, previous: Option<&ServiceRuntime>) -> Result<Self, String> {
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
         let mut states = HashMap::new();
         for u in &config.upstreams {
             let backend = Backend::new_with_weight(&u.addr.to_string(), u.weight as usize)
                 .map_err(|e| format!("upstream {}: {e}", u.address))?;
-            let state = Arc::new(UpstreamState::new(&u.address));
+            let state = previous
+                .and_then(|p| p.upstream_by_addr(u.addr))
+                .filter(|old| *old.address == *u.address)
+                .unwrap_or_else(|| Arc::new(UpstreamState::new(&u.address)));
             states.insert(u.addr, state.clone());
             upstreams.push(Upstream {
                 backend,
@@ -99,10 +118,31 @@ impl ServiceRuntime {
             });
         }
         let set: BTreeSet<Backend> = upstreams.iter().map(|u| u.backend.clone()).collect();
-        let mut backends = Backends::new(discovery::Static::new(set));
-        if let Some(hc) = &config.health_check {
-            backends.set_health_check(health_check(&config.name, hc));
-        }
+        let probe = config.health_check.as_ref().map(|hc| {
+            previous
+                .filter(|p| p.config.health_check.as_ref() == Some(hc))
+                .and_then(|p| p.probe.clone())
+                .unwrap_or_else(|| {
+                    // Health is keyed by address alone, so a weight change keeps it.
+                    let registry = HealthRegistry::with_equivalence(|b| {
+                        use std::hash::{Hash, Hasher};
+                        let mut h = std::collections::hash_map::DefaultHasher::new();
+                        b.addr.hash(&mut h);
+                        h.finish()
+                    });
+                    registry.set_health_check(health_check(&config.name, hc));
+                    Arc::new(HealthProbe {
+                        registry: Arc::new(registry),
+                        interval: hc.interval,
+                        started: AtomicBool::new(false),
+                    })
+                })
+        });
+        let discovery = discovery::Static::new(set);
+        let backends = match &probe {
+            Some(p) => Backends::new_with_health_registry(discovery, p.registry.clone()),
+            None => Backends::new(discovery),
+        };
         let lb = LoadBalancer::from_backends_with_config(
             backends,
             Some(SelectorConfig {
@@ -123,6 +163,7 @@ impl ServiceRuntime {
             name: config.name.as_str().into(),
             config: config.clone(),
             lb,
+            probe,
             upstreams,
             by_addr,
             inflight: Arc::default(),
@@ -143,6 +184,12 @@ impl ServiceRuntime {
         pick.addr
             .as_inet()
             .and_then(|a| self.by_addr.get(a).copied())
+    }
+
+    fn upstream_by_addr(&self, addr: SocketAddr) -> Option<Arc<UpstreamState>> {
+        self.by_addr
+            .get(&addr)
+            .map(|&i| self.upstreams[i].state.clone())
     }
 
     pub fn is_healthy(&self, upstream: usize) -> bool {
@@ -245,24 +292,28 @@ fn health_check(
     }
 }
 
-/// Start the health-check loop of every service that has one. Each loop holds only a
-/// weak reference, so it ends when the service is dropped (after a reload) or at shutdown.
+/// Start the health-check loop of every service whose probe is not running yet. A loop
+/// holds only a weak reference to its probe, so it ends when no runtime uses the probe
+/// any more (the service was removed or its health-check settings changed).
 pub fn spawn_health_checks(services: &[Arc<ServiceRuntime>]) {
     for svc in services {
-        let Some(hc) = &svc.config.health_check else {
+        let Some(probe) = &svc.probe else {
             continue;
         };
-        let interval = hc.interval;
-        let weak: Weak<ServiceRuntime> = Arc::downgrade(svc);
+        if probe.started.swap(true, Ordering::SeqCst) {
+            continue;
+        }
+        let interval = probe.interval;
+        let weak: Weak<HealthProbe> = Arc::downgrade(probe);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let Some(svc) = weak.upgrade() else {
+                let Some(probe) = weak.upgrade() else {
                     return;
                 };
-                svc.lb.backends().run_health_check(true).await;
+                probe.registry.run_health_check(true).await;
             }
         });
     }
