@@ -12,9 +12,15 @@ fn routes(n: usize) -> Vec<RouteConfig> {
             name: format!("r{i}"),
             host: (i % 4 == 0).then(|| format!("h{}.example.com", i % 10)),
             path_prefix: format!("/api/v{}/svc{i}/items", i % 3),
-            methods: if i % 2 == 0 { vec![Method::GET, Method::POST] } else { vec![] },
+            methods: if i % 2 == 0 {
+                vec![Method::GET, Method::POST]
+            } else {
+                vec![]
+            },
             service: "s".into(),
             strip_prefix: false,
+            auth: None,
+            require_claims: vec![],
         })
         .collect()
 }
@@ -45,7 +51,14 @@ fn bench(c: &mut Criterion) {
             })
         });
         c.bench_function(&format!("route_match/naive/1000/{name}"), |b| {
-            b.iter(|| black_box(naive(&rs, black_box("api.example.com"), black_box(path), &Method::GET)))
+            b.iter(|| {
+                black_box(naive(
+                    &rs,
+                    black_box("api.example.com"),
+                    black_box(path),
+                    &Method::GET,
+                ))
+            })
         });
     }
 }

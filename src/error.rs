@@ -3,6 +3,7 @@
 //!
 //! The mapping is an exhaustive `match`: a new variant cannot silently become a 500.
 
+use crate::auth::AuthError;
 use bytes::Bytes;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +18,10 @@ pub enum GatewayError {
     BadRequest,
     /// Content-Length or the streamed body exceeds `server.max_request_body`.
     BodyTooLarge,
+    /// No, or an invalid, bearer token on an auth route (503 when no JWKS was ever fetched).
+    Unauthorized(AuthError),
+    /// Authenticated, but `require_claims` is not met.
+    Forbidden,
     /// Every upstream of the service is unhealthy; seconds for `Retry-After`.
     NoHealthyUpstream { retry_after: u64 },
     /// The upstream refused, reset or spoke garbage, after retries.
@@ -34,6 +39,8 @@ impl GatewayError {
             GatewayError::MethodNotAllowed(_) => 405,
             GatewayError::BadPath | GatewayError::BadRequest => 400,
             GatewayError::BodyTooLarge => 413,
+            GatewayError::Unauthorized(e) => e.status(),
+            GatewayError::Forbidden => 403,
             GatewayError::NoHealthyUpstream { .. } => 503,
             GatewayError::UpstreamFailed => 502,
             GatewayError::UpstreamTimeout => 504,
@@ -49,6 +56,8 @@ impl GatewayError {
             GatewayError::BadPath => "bad_path",
             GatewayError::BadRequest => "bad_request",
             GatewayError::BodyTooLarge => "body_too_large",
+            GatewayError::Unauthorized(e) => e.reason(),
+            GatewayError::Forbidden => "forbidden",
             GatewayError::NoHealthyUpstream { .. } => "no_healthy_upstream",
             GatewayError::UpstreamFailed => "upstream_failed",
             GatewayError::UpstreamTimeout => "upstream_timeout",
@@ -63,10 +72,21 @@ impl GatewayError {
             GatewayError::NoHealthyUpstream { retry_after } => {
                 Some(("retry-after", retry_after.max(&1).to_string()))
             }
+            GatewayError::Unauthorized(AuthError::Missing) => {
+                Some(("www-authenticate", "Bearer".to_string()))
+            }
+            GatewayError::Unauthorized(AuthError::KeysUnavailable) => {
+                Some(("retry-after", "5".to_string()))
+            }
+            GatewayError::Unauthorized(_) => Some((
+                "www-authenticate",
+                "Bearer error=\"invalid_token\"".to_string(),
+            )),
             GatewayError::NoRoute
             | GatewayError::BadPath
             | GatewayError::BadRequest
             | GatewayError::BodyTooLarge
+            | GatewayError::Forbidden
             | GatewayError::UpstreamFailed
             | GatewayError::UpstreamTimeout
             | GatewayError::Internal => None,

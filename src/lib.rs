@@ -20,6 +20,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod error;

@@ -32,6 +32,21 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Mint an HS256 token for trying a config out (never for production identities).
+    Token {
+        /// The environment variable holding the HMAC secret.
+        #[arg(long = "secret-env", value_name = "VAR")]
+        secret_env: String,
+        /// The `sub` claim.
+        #[arg(long)]
+        sub: String,
+        /// Extra claims, `name=value` (repeatable).
+        #[arg(long = "claim", value_name = "NAME=VALUE")]
+        claims: Vec<String>,
+        /// Lifetime: 30s, 15m, 1h, 1d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
     /// Run a self-contained demo: two echo upstreams on loopback plus the gateway.
     Demo {
         /// The demo config.
@@ -71,9 +86,18 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Demo { conf }) = &cli.command {
-        init_logging();
-        return demo(conf);
+    match &cli.command {
+        Some(Command::Demo { conf }) => {
+            init_logging();
+            return demo(conf);
+        }
+        Some(Command::Token {
+            secret_env,
+            sub,
+            claims,
+            ttl,
+        }) => return token(secret_env, sub, claims, ttl),
+        None => {}
     }
     let Some(path) = cli.conf.as_deref() else {
         eprintln!("gatehouse: no config file given (use -c FILE; see --help)");
@@ -152,4 +176,39 @@ fn demo(conf: &Path) -> ExitCode {
     let code = run(config, RunOptions::default());
     drop(upstreams);
     code
+}
+
+/// `gatehouse token`: print an HS256 token signed with the secret in `$VAR`.
+fn token(secret_env: &str, sub: &str, claims: &[String], ttl: &str) -> ExitCode {
+    let Ok(secret) = std::env::var(secret_env) else {
+        eprintln!("gatehouse token: environment variable {secret_env} is not set");
+        return ExitCode::from(2);
+    };
+    let ttl = match gatehouse::config::units::parse_duration(ttl) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("gatehouse token: --ttl: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut pairs = Vec::new();
+    for c in claims {
+        match c.split_once('=') {
+            Some((k, v)) if !k.is_empty() => pairs.push((k.to_string(), v.to_string())),
+            _ => {
+                eprintln!("gatehouse token: --claim expects NAME=VALUE, got {c:?}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    match gatehouse::auth::mint_hs256(secret.as_bytes(), sub, &pairs, ttl) {
+        Ok(t) => {
+            println!("{t}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gatehouse token: {e}");
+            ExitCode::from(1)
+        }
+    }
 }

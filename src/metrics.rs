@@ -20,6 +20,8 @@ pub struct Metrics {
     pub upstream_requests: IntCounterVec,
     pub upstream_healthy: IntGaugeVec,
     pub inflight: IntGaugeVec,
+    pub auth_failures: IntCounterVec,
+    pub config_reloads: IntCounterVec,
 }
 
 /// The outcome label of one upstream attempt.
@@ -89,12 +91,30 @@ impl Metrics {
             &["service"],
         )
         .expect("static metric definition");
+        let auth_failures = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_auth_failures_total",
+                "Requests refused by JWT auth, by route and reason class.",
+            ),
+            &["route", "reason"],
+        )
+        .expect("static metric definition");
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_config_reloads_total",
+                "Config reloads (SIGHUP or POST /admin/reload), by result (ok, error).",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
             Box::new(upstream_requests.clone()),
             Box::new(upstream_healthy.clone()),
             Box::new(inflight.clone()),
+            Box::new(auth_failures.clone()),
+            Box::new(config_reloads.clone()),
         ] {
             registry
                 .register(c)
@@ -107,6 +127,8 @@ impl Metrics {
             upstream_requests,
             upstream_healthy,
             inflight,
+            auth_failures,
+            config_reloads,
         }
     }
 

@@ -1,7 +1,8 @@
 //! The thin `ProxyHttp` glue: one call into a module per phase.
 //!
 //! ```text
-//! request_filter          snapshot, request id, client IP, route (404/405/400), body limit
+//! request_filter          snapshot, request id, client IP, route (404/405/400), body limit,
+//!                         claim headers stripped, JWT + require_claims (401/403/503)
 //! upstream_peer           service → selector (healthy, untried) → HttpPeer with timeouts
 //! fail_to_connect         outcome metric; retry on another upstream within `retries`
 //! upstream_request_filter strip_prefix, X-Forwarded-*, X-Real-IP, X-Request-Id
@@ -12,6 +13,7 @@
 //! ```
 
 use crate::access_log;
+use crate::auth::{self, Claims};
 use crate::config::Balance;
 use crate::error::{json_body, GatewayError};
 use crate::headers;
@@ -63,6 +65,8 @@ pub struct Ctx {
     /// Status of a response the gateway wrote itself.
     own_status: u16,
     body_seen: u64,
+    /// Claims of the verified token on an auth route.
+    claims: Option<Arc<Claims>>,
 }
 
 impl Ctx {
@@ -91,6 +95,7 @@ impl ProxyHttp for Gateway {
             error: None,
             own_status: 0,
             body_seen: 0,
+            claims: None,
         }
     }
 
@@ -136,6 +141,48 @@ impl ProxyHttp for Gateway {
         };
         // `Route` lives in the snapshot; keep its index, not a borrow.
         ctx.route = Some(route.index);
+        let route_name = route.name.clone();
+
+        // Identity headers are the gateway's to set: never trust a client's copy.
+        let req = session.req_header_mut();
+        for h in &rt.claim_headers {
+            req.remove_header(h);
+        }
+        if let Some(Some(ra)) = rt.route_auth.get(route.index) {
+            let header = req
+                .headers
+                .get(header::AUTHORIZATION)
+                .map_or(&b""[..], |v| v.as_bytes());
+            let verdict = auth::bearer_token(header)
+                .and_then(|token| ra.verifier.verify(token, unix_now()))
+                .map_err(GatewayError::Unauthorized)
+                .and_then(|claims| {
+                    let ok = ra
+                        .require_claims
+                        .iter()
+                        .all(|(name, allowed)| claims.matches(name, allowed));
+                    if ok {
+                        Ok(claims)
+                    } else {
+                        Err(GatewayError::Forbidden)
+                    }
+                });
+            match verdict {
+                Ok(claims) => ctx.claims = Some(claims),
+                Err(e) => {
+                    let reason = e.code();
+                    if matches!(e, GatewayError::Unauthorized(_)) {
+                        self.metrics
+                            .auth_failures
+                            .with_label_values(&[&route_name, reason])
+                            .inc();
+                    }
+                    ctx.rt = Some(rt);
+                    self.respond_error(session, ctx, e).await?;
+                    return Ok(true);
+                }
+            }
+        }
 
         if let Some(limit) = rt.max_request_body {
             let declared = session
@@ -303,6 +350,19 @@ impl ProxyHttp for Gateway {
             }
         }
         upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let (Some(claims), Some(Some(ra))) =
+            (&ctx.claims, ctx.route.and_then(|i| rt.route_auth.get(i)))
+        {
+            for (claim, name) in ra.verifier.claims_to_headers() {
+                let Some(value) = claims.get_str(claim) else {
+                    continue;
+                };
+                // A claim that is not a valid header value is not forwarded.
+                if let Ok(v) = http::HeaderValue::from_str(&value) {
+                    upstream.insert_header(name.clone(), v)?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -442,6 +502,12 @@ impl Gateway {
     }
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// The `Host` header, or the authority of an absolute-form request target.
 fn request_host(req: &RequestHeader) -> Option<&str> {
     match req.headers.get(header::HOST) {
@@ -490,6 +556,11 @@ fn hash_key(session: &Session, ctx: &Ctx, key: &crate::config::HashKey) -> Vec<u
             .get(name)
             .map_or_else(from_ip, |v| v.as_bytes().to_vec()),
         HashKey::Cookie(name) => cookie(req, name).map_or_else(from_ip, |v| v.to_vec()),
+        HashKey::Claim(name) => ctx
+            .claims
+            .as_ref()
+            .and_then(|c| c.get_str(name))
+            .map_or_else(from_ip, |v| v.as_bytes().to_vec()),
     }
 }
 

@@ -309,6 +309,8 @@ mod tests {
             methods: methods.to_vec(),
             service: "svc".into(),
             strip_prefix: true,
+            auth: None,
+            require_claims: vec![],
         }
     }
 

@@ -3,17 +3,58 @@
 //! `request_filter` and keeps that `Arc` to the end, so a reload never changes the
 //! rules under a request in flight.
 
+use crate::auth::Verifier;
 use crate::config::{AccessLogFormat, Config};
 use crate::routing::RouteTable;
 use crate::upstream::ServiceRuntime;
+use http::HeaderName;
 use ipnet::IpNet;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use tokio::sync::watch;
+
+/// A JWT verifier plus the stop switch of its JWKS refresher. Shared between snapshots
+/// when a reload leaves the verifier unchanged; the refresher stops when the last
+/// snapshot using it is dropped.
+pub struct VerifierHandle {
+    pub verifier: Arc<Verifier>,
+    stop: watch::Sender<bool>,
+    started: AtomicBool,
+}
+
+impl VerifierHandle {
+    fn new(verifier: Arc<Verifier>) -> Self {
+        VerifierHandle {
+            verifier,
+            stop: watch::channel(false).0,
+            started: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Drop for VerifierHandle {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// What an auth route checks.
+pub struct RouteAuth {
+    pub verifier: Arc<Verifier>,
+    pub require_claims: Vec<(String, Vec<String>)>,
+}
 
 pub struct Runtime {
     pub config: Arc<Config>,
     pub routes: RouteTable,
     /// Same order as `config.services` (by name).
     pub services: Vec<Arc<ServiceRuntime>>,
+    /// By route index; `None` for public routes.
+    pub route_auth: Vec<Option<RouteAuth>>,
+    /// Every header any verifier fills from claims: stripped from every request.
+    pub claim_headers: Vec<HeaderName>,
+    pub verifiers: HashMap<String, Arc<VerifierHandle>>,
     pub trusted_proxies: Vec<IpNet>,
     pub max_request_body: Option<u64>,
     pub access_log: AccessLogFormat,
@@ -22,7 +63,8 @@ pub struct Runtime {
 impl Runtime {
     /// Build from a validated config. With `previous` (a reload), a service whose config
     /// is unchanged is reused as is; a changed one is rebuilt keeping the state of the
-    /// upstreams that remain. Fails only on conditions validation cannot see.
+    /// upstreams that remain. JWKS verifiers whose settings are unchanged are reused
+    /// with their fetched keys. Fails only on conditions validation cannot see.
     pub fn build(config: Config, previous: Option<&Runtime>) -> Result<Runtime, String> {
         let mut services = Vec::with_capacity(config.services.len());
         for svc in config.services.values() {
@@ -38,6 +80,37 @@ impl Runtime {
             // Validation guarantees every route's service exists.
             names.iter().position(|n| *n == name).unwrap_or(0)
         });
+
+        let mut verifiers = HashMap::new();
+        for (name, built) in &config.verifiers {
+            let raw = config.jwt_raw.get(name);
+            let reuse = previous.and_then(|p| {
+                let unchanged =
+                    raw.is_some_and(|r| r.jwks_url.is_some()) && p.config.jwt_raw.get(name) == raw;
+                unchanged.then(|| p.verifiers.get(name).cloned()).flatten()
+            });
+            let handle = reuse.unwrap_or_else(|| Arc::new(VerifierHandle::new(built.clone())));
+            verifiers.insert(name.clone(), handle);
+        }
+        let route_auth = config
+            .routes
+            .iter()
+            .map(|r| {
+                let name = r.auth.as_ref()?;
+                Some(RouteAuth {
+                    verifier: verifiers.get(name)?.verifier.clone(),
+                    require_claims: r.require_claims.clone(),
+                })
+            })
+            .collect();
+        let mut claim_headers: Vec<HeaderName> = Vec::new();
+        for h in verifiers.values() {
+            for (_, header) in h.verifier.claims_to_headers() {
+                if !claim_headers.contains(header) {
+                    claim_headers.push(header.clone());
+                }
+            }
+        }
         Ok(Runtime {
             trusted_proxies: config.server.trusted_proxies.clone(),
             max_request_body: config.server.max_request_body,
@@ -45,10 +118,24 @@ impl Runtime {
             config: Arc::new(config),
             routes,
             services,
+            route_auth,
+            claim_headers,
+            verifiers,
         })
     }
 
     pub fn service(&self, name: &str) -> Option<&Arc<ServiceRuntime>> {
         self.services.iter().find(|s| &*s.name == name)
+    }
+
+    /// Start what runs in the background for this snapshot and is not running yet:
+    /// health-check loops and JWKS refreshers. Call from inside the tokio runtime.
+    pub fn start_background(&self) {
+        crate::upstream::spawn_health_checks(&self.services);
+        for h in self.verifiers.values() {
+            if h.verifier.needs_jwks() && !h.started.swap(true, Ordering::SeqCst) {
+                tokio::spawn(h.verifier.clone().run_jwks_refresher(h.stop.subscribe()));
+            }
+        }
     }
 }

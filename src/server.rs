@@ -6,7 +6,6 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::runtime::Runtime;
-use crate::upstream::spawn_health_checks;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::configuration::{Opt, ServerConf};
@@ -103,7 +102,7 @@ struct HealthService {
 #[async_trait]
 impl BackgroundService for HealthService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        spawn_health_checks(&self.runtime.load().services);
+        self.runtime.load().start_background();
         let _ = shutdown.changed().await;
     }
 }

@@ -10,13 +10,15 @@ pub mod env;
 pub mod raw;
 pub mod units;
 
+use crate::auth::{self, RawJwt, Verifier};
 use ipnet::IpNet;
 use raw::*;
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One problem in the config file, with the path of the value it concerns.
@@ -71,6 +73,10 @@ pub struct Config {
     pub services: BTreeMap<String, ServiceConfig>,
     /// In file order: first match wins.
     pub routes: Vec<RouteConfig>,
+    /// The `jwt:` section as written (compared on reload to keep unchanged verifiers).
+    pub jwt_raw: BTreeMap<String, RawJwt>,
+    /// The verifiers built from it (keys loaded, so `-t` checks key files too).
+    pub verifiers: HashMap<String, Arc<Verifier>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +151,8 @@ pub enum HashKey {
     ClientIp,
     Header(http::HeaderName),
     Cookie(String),
+    /// A claim of the verified JWT (`jwt.sub`); routes without auth fall back to the IP.
+    Claim(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,6 +213,10 @@ pub struct RouteConfig {
     pub methods: Vec<http::Method>,
     pub service: String,
     pub strip_prefix: bool,
+    /// The name of a `jwt:` verifier; `None` = public route.
+    pub auth: Option<String>,
+    /// Claim name → accepted values (any one of them).
+    pub require_claims: Vec<(String, Vec<String>)>,
 }
 
 pub const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
@@ -214,7 +226,7 @@ pub const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
     idle: Duration::from_secs(60),
 };
 
-const TOP_LEVEL_KEYS: &[&str] = &["listen", "admin", "server", "services", "routes"];
+const TOP_LEVEL_KEYS: &[&str] = &["listen", "admin", "server", "jwt", "services", "routes"];
 const METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
 ];
@@ -319,8 +331,9 @@ fn validate(tree: Value, source: &Path, errors: &mut Vec<ConfigError>) -> Option
         None => RawServer::default(),
     };
     let server = validate_server(server, errors);
+    let (jwt_raw, verifiers) = validate_jwt(take("jwt"), errors);
     let (services, declared) = validate_services(take("services"), errors);
-    let routes = validate_routes(take("routes"), &declared, errors);
+    let routes = validate_routes(take("routes"), &declared, &jwt_raw, errors);
 
     Some(Config {
         source: source.to_path_buf(),
@@ -329,7 +342,48 @@ fn validate(tree: Value, source: &Path, errors: &mut Vec<ConfigError>) -> Option
         server,
         services,
         routes,
+        jwt_raw,
+        verifiers,
     })
+}
+
+fn validate_jwt(
+    v: Option<Value>,
+    errors: &mut Vec<ConfigError>,
+) -> (BTreeMap<String, RawJwt>, HashMap<String, Arc<Verifier>>) {
+    let mut raw = BTreeMap::new();
+    match v {
+        None | Some(Value::Null) => {}
+        Some(Value::Mapping(m)) => {
+            for (k, v) in m {
+                let Some(name) = k.as_str().map(str::to_string) else {
+                    errors.push(ConfigError::new("jwt", "verifier names must be strings"));
+                    continue;
+                };
+                if !valid_name(&name) {
+                    errors.push(ConfigError::new(
+                        format!("jwt.{name}"),
+                        "verifier names use letters, digits, '-', '_' and '.'",
+                    ));
+                }
+                if let Some(r) = de::<RawJwt>(v, &format!("jwt.{name}"), errors) {
+                    raw.insert(name, r);
+                }
+            }
+        }
+        Some(_) => errors.push(ConfigError::new(
+            "jwt",
+            "expected a map of verifier name -> { algorithms, secret | public_key_file | jwks_url, ... }",
+        )),
+    }
+    let verifiers = match auth::build_verifiers(&raw) {
+        Ok(v) => v,
+        Err(e) => {
+            errors.extend(e);
+            HashMap::new()
+        }
+    };
+    (raw, verifiers)
 }
 
 fn validate_listen(v: Option<Value>, errors: &mut Vec<ConfigError>) -> Vec<Listener> {
@@ -619,9 +673,15 @@ fn resolve(address: &str) -> Result<SocketAddr, String> {
 }
 
 fn parse_hash_key(k: &str) -> Result<HashKey, String> {
-    const VALID: &str = "valid: client_ip, header:NAME, cookie:NAME";
+    const VALID: &str = "valid: client_ip, header:NAME, cookie:NAME, jwt.CLAIM";
     if k == "client_ip" {
         return Ok(HashKey::ClientIp);
+    }
+    if let Some(c) = k.strip_prefix("jwt.") {
+        if c.is_empty() {
+            return Err("jwt. needs a claim name, e.g. jwt.sub".to_string());
+        }
+        return Ok(HashKey::Claim(c.to_string()));
     }
     if let Some(h) = k.strip_prefix("header:") {
         return http::HeaderName::from_bytes(h.trim().as_bytes())
@@ -728,6 +788,7 @@ fn validate_health(
 fn validate_routes(
     v: Option<Value>,
     services: &[String],
+    jwt: &BTreeMap<String, RawJwt>,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<RouteConfig> {
     let items = match v {
@@ -808,6 +869,33 @@ fn validate_routes(
                 ));
             }
         }
+        if let Some(a) = &raw.auth {
+            if !jwt.contains_key(a) {
+                let known: Vec<&str> = jwt.keys().map(String::as_str).collect();
+                errors.push(ConfigError::new(
+                    format!("{path}.auth"),
+                    format!("unknown jwt verifier {a:?} (known: {})", known.join(", ")),
+                ));
+            }
+        }
+        let mut require_claims = Vec::new();
+        for (claim, values) in raw.require_claims.unwrap_or_default() {
+            let values = values.into_vec();
+            if raw.auth.is_none() {
+                errors.push(ConfigError::new(
+                    format!("{path}.require_claims"),
+                    "needs auth: a route without a verifier has no claims",
+                ));
+                break;
+            }
+            if values.is_empty() {
+                errors.push(ConfigError::new(
+                    format!("{path}.require_claims.{claim}"),
+                    "list at least one accepted value",
+                ));
+            }
+            require_claims.push((claim, values));
+        }
         if errors.len() == before {
             out.push(RouteConfig {
                 name: raw.name,
@@ -816,6 +904,8 @@ fn validate_routes(
                 methods,
                 service: raw.service,
                 strip_prefix: raw.strip_prefix,
+                auth: raw.auth,
+                require_claims,
             });
         }
     }

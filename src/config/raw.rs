@@ -103,6 +103,25 @@ pub struct RawRoute {
     pub service: String,
     #[serde(default)]
     pub strip_prefix: bool,
+    pub auth: Option<String>,
+    pub require_claims: Option<std::collections::BTreeMap<String, OneOrMany>>,
+}
+
+/// `role: admin` or `role: [admin, ops]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

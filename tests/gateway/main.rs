@@ -4,6 +4,7 @@
 mod common;
 
 mod admin;
+mod auth;
 mod balance;
 mod config_cli;
 mod forwarding;

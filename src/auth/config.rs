@@ -1,0 +1,535 @@
+//! The `jwt:` config section: one named verifier per entry, validated all at once so an
+//! operator sees every mistake in one run, each with its YAML path.
+
+use crate::config::units::Dur;
+use crate::config::ConfigError;
+
+use super::fetch::Url;
+use super::jwks::Jwks;
+use super::verifier::{Keys, Settings, Verifier};
+use http::HeaderName;
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Default clock-skew allowance for `exp`/`nbf`. 30 s absorbs ordinary NTP drift between
+/// the issuer and the gateway without meaningfully extending a token's life.
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+/// Default JWKS refresh period.
+pub const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(300);
+/// Default number of verified tokens kept per verifier.
+pub const DEFAULT_CACHE_SIZE: usize = 10_000;
+
+/// Every algorithm name accepted in `algorithms:`, as listed in error messages.
+pub const VALID_ALGORITHMS: &str =
+    "HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA";
+
+const ALGORITHMS: [(&str, Algorithm); 12] = [
+    ("HS256", Algorithm::HS256),
+    ("HS384", Algorithm::HS384),
+    ("HS512", Algorithm::HS512),
+    ("RS256", Algorithm::RS256),
+    ("RS384", Algorithm::RS384),
+    ("RS512", Algorithm::RS512),
+    ("PS256", Algorithm::PS256),
+    ("PS384", Algorithm::PS384),
+    ("PS512", Algorithm::PS512),
+    ("ES256", Algorithm::ES256),
+    ("ES384", Algorithm::ES384),
+    ("EdDSA", Algorithm::EdDSA),
+];
+
+/// Exact (case-sensitive, as RFC 7518 names them) algorithm lookup; `none` is not here.
+pub(crate) fn algorithm_named(name: &str) -> Option<Algorithm> {
+    ALGORITHMS.iter().find(|(n, _)| *n == name).map(|(_, a)| *a)
+}
+
+pub(crate) fn algorithm_name(alg: Algorithm) -> &'static str {
+    ALGORITHMS
+        .iter()
+        .find(|(_, a)| *a == alg)
+        .map_or("?", |(n, _)| n)
+}
+
+/// Headers a claim may never be copied into: framing, routing and credentials.
+const RESERVED_HEADERS: [&str; 12] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-authorization",
+    "proxy-connection",
+    "authorization",
+    "cookie",
+];
+
+/// One entry of the `jwt:` section, as written in YAML.
+#[derive(Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwt {
+    /// Accepted `alg` values; HMAC and public-key algorithms may not be mixed.
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    /// HMAC secret (HS*), already `${VAR}`-expanded by the main config loader.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// PEM public key (or certificate) for RS*/PS*/ES*/EdDSA, relative to the cwd.
+    #[serde(default)]
+    pub public_key_file: Option<String>,
+    /// JWKS endpoint (http or https); keys are chosen by the token's `kid`.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// JWKS refresh period, default 5m.
+    #[serde(default)]
+    pub jwks_refresh: Option<Dur>,
+    /// Required `iss`, when set.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Required `aud` (the token's `aud` may be a string or an array), when set.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp`/`nbf`, default 30s.
+    #[serde(default)]
+    pub leeway: Option<Dur>,
+    /// Claim name → request header to copy it into for the upstream.
+    #[serde(default)]
+    pub claims_to_headers: BTreeMap<String, String>,
+    /// Verified-token cache entries, default 10000; 0 disables the cache.
+    #[serde(default)]
+    pub cache_size: Option<usize>,
+}
+
+/// Hand-written so a `{:?}` of the config can never print the secret.
+impl std::fmt::Debug for RawJwt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawJwt")
+            .field("algorithms", &self.algorithms)
+            .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
+            .field("public_key_file", &self.public_key_file)
+            .field("jwks_url", &self.jwks_url)
+            .field("jwks_refresh", &self.jwks_refresh)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("leeway", &self.leeway)
+            .field("claims_to_headers", &self.claims_to_headers)
+            .field("cache_size", &self.cache_size)
+            .finish()
+    }
+}
+
+/// Validate every verifier and load its keys (PEM files are read here; JWKS are fetched
+/// later by [`Verifier::run_jwks_refresher`]). All errors are collected.
+pub fn build_verifiers(
+    raw: &BTreeMap<String, RawJwt>,
+) -> Result<HashMap<String, Arc<Verifier>>, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let mut out = HashMap::new();
+    for (name, entry) in raw {
+        if let Some(v) = build_one(name, entry, &mut errors) {
+            out.insert(name.clone(), Arc::new(v));
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+fn build_one(name: &str, raw: &RawJwt, errors: &mut Vec<ConfigError>) -> Option<Verifier> {
+    let base = format!("jwt.{name}");
+    let before = errors.len();
+    let mut err = |path: String, msg: String| errors.push(ConfigError::new(path, msg));
+
+    let mut algorithms = Vec::new();
+    if raw.algorithms.is_empty() {
+        err(
+            format!("{base}.algorithms"),
+            format!("at least one algorithm is required (valid: {VALID_ALGORITHMS})"),
+        );
+    }
+    for (i, a) in raw.algorithms.iter().enumerate() {
+        match algorithm_named(a) {
+            Some(alg) if !algorithms.contains(&alg) => algorithms.push(alg),
+            Some(_) => {}
+            None if a.eq_ignore_ascii_case("none") => err(
+                format!("{base}.algorithms[{i}]"),
+                format!("\"none\" (unsigned tokens) is never accepted (valid: {VALID_ALGORITHMS})"),
+            ),
+            None => err(
+                format!("{base}.algorithms[{i}]"),
+                format!("unknown algorithm {a:?} (valid: {VALID_ALGORITHMS})"),
+            ),
+        }
+    }
+    let hmac: Vec<Algorithm> = algorithms
+        .iter()
+        .copied()
+        .filter(|a| a.family() == AlgorithmFamily::Hmac)
+        .collect();
+    let public: Vec<Algorithm> = algorithms
+        .iter()
+        .copied()
+        .filter(|a| a.family() != AlgorithmFamily::Hmac)
+        .collect();
+    if !hmac.is_empty() && !public.is_empty() {
+        err(
+            format!("{base}.algorithms"),
+            format!(
+                "mixes HMAC ({}) and public-key ({}) algorithms; one verifier must never accept \
+                 both (algorithm confusion): split it into two verifiers",
+                names(&hmac),
+                names(&public)
+            ),
+        );
+    }
+
+    let sources: Vec<&str> = [
+        ("secret", raw.secret.is_some()),
+        ("public_key_file", raw.public_key_file.is_some()),
+        ("jwks_url", raw.jwks_url.is_some()),
+    ]
+    .iter()
+    .filter(|(_, set)| *set)
+    .map(|(n, _)| *n)
+    .collect();
+    let mut keys = None;
+    match sources.len() {
+        0 => err(
+            base.clone(),
+            "a key source is required: exactly one of secret, public_key_file, jwks_url".into(),
+        ),
+        1 => {}
+        _ => err(
+            base.clone(),
+            format!(
+                "exactly one key source is allowed (secret, public_key_file or jwks_url), found: {}",
+                sources.join(", ")
+            ),
+        ),
+    }
+
+    if let Some(secret) = &raw.secret {
+        if secret.is_empty() {
+            err(format!("{base}.secret"), "must not be empty".into());
+        } else if !public.is_empty() {
+            err(
+                format!("{base}.secret"),
+                format!(
+                    "a secret only works with HS256, HS384, HS512; {} needs public_key_file or jwks_url",
+                    names(&public)
+                ),
+            );
+        } else {
+            if secret.len() < 32 {
+                log::warn!(
+                    "jwt.{name}.secret is shorter than 32 bytes; HMAC secrets that short can be brute-forced"
+                );
+            }
+            keys = Some(Keys::Static(DecodingKey::from_secret(secret.as_bytes())));
+        }
+    }
+    if let Some(file) = &raw.public_key_file {
+        let path = format!("{base}.public_key_file");
+        if !hmac.is_empty() {
+            err(
+                path,
+                format!(
+                    "{} needs secret; public_key_file is for RS*, PS*, ES*, EdDSA",
+                    names(&hmac)
+                ),
+            );
+        } else if !public.is_empty() {
+            match load_public_key(file, &public) {
+                Ok(key) => keys = Some(Keys::Static(key)),
+                Err(msg) => err(path, msg),
+            }
+        }
+    }
+    if let Some(url) = &raw.jwks_url {
+        let path = format!("{base}.jwks_url");
+        let refresh = raw.jwks_refresh.map_or(DEFAULT_JWKS_REFRESH, |d| d.0);
+        if !hmac.is_empty() {
+            err(
+                path,
+                format!(
+                    "{} needs secret; JWKS keys are only used for RS*, PS*, ES*, EdDSA",
+                    names(&hmac)
+                ),
+            );
+        } else {
+            match Url::parse(url) {
+                Ok(u) => {
+                    keys = Some(Keys::Jwks(Jwks::new(
+                        name.to_string(),
+                        u,
+                        refresh,
+                        public.clone(),
+                    )))
+                }
+                Err(msg) => err(path, msg),
+            }
+        }
+    }
+    if let Some(d) = raw.jwks_refresh {
+        if raw.jwks_url.is_none() {
+            err(
+                format!("{base}.jwks_refresh"),
+                "only valid together with jwks_url".into(),
+            );
+        } else if d.0 < Duration::from_secs(1) {
+            err(format!("{base}.jwks_refresh"), "must be at least 1s".into());
+        }
+    }
+    for (field, value) in [("issuer", &raw.issuer), ("audience", &raw.audience)] {
+        if value.as_deref() == Some("") {
+            err(
+                format!("{base}.{field}"),
+                "must not be empty (omit it to skip the check)".into(),
+            );
+        }
+    }
+
+    let mut claims_to_headers: Vec<(String, HeaderName)> = Vec::new();
+    for (claim, header) in &raw.claims_to_headers {
+        let path = format!("{base}.claims_to_headers.{claim}");
+        if claim.is_empty() {
+            err(path, "claim names must not be empty".into());
+            continue;
+        }
+        match HeaderName::from_bytes(header.as_bytes()) {
+            Err(_) => err(
+                path,
+                format!(
+                    "invalid header name {header:?} (use letters, digits and '-', e.g. X-User-ID)"
+                ),
+            ),
+            Ok(h) if RESERVED_HEADERS.contains(&h.as_str()) => err(
+                path,
+                format!("header {header:?} is reserved and cannot carry a claim"),
+            ),
+            Ok(h) if claims_to_headers.iter().any(|(_, x)| *x == h) => err(
+                path,
+                format!("header {header:?} is already set from another claim"),
+            ),
+            Ok(h) => claims_to_headers.push((claim.clone(), h)),
+        }
+    }
+
+    if errors.len() != before {
+        return None;
+    }
+    Some(Verifier::new(Settings {
+        name: name.to_string(),
+        algorithms,
+        keys: keys?,
+        issuer: raw.issuer.clone(),
+        audience: raw.audience.clone(),
+        leeway: raw.leeway.map_or(DEFAULT_LEEWAY, |d| d.0),
+        claims_to_headers,
+        cache_size: raw.cache_size.unwrap_or(DEFAULT_CACHE_SIZE),
+    }))
+}
+
+fn names(algs: &[Algorithm]) -> String {
+    algs.iter()
+        .map(|a| algorithm_name(*a))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Load a public key PEM for the given (non-HMAC) algorithms. Error messages name the
+/// file and what was expected, never the file's contents.
+fn load_public_key(file: &str, algs: &[Algorithm]) -> Result<DecodingKey, String> {
+    let family = algs[0].family();
+    if let Some(other) = algs.iter().find(|a| a.family() != family) {
+        return Err(format!(
+            "a single key file cannot serve both {} and {}; use jwks_url or two verifiers",
+            algorithm_name(algs[0]),
+            algorithm_name(*other)
+        ));
+    }
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read {file:?}: {e}"))?;
+    let label = std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|l| {
+                l.trim()
+                    .strip_prefix("-----BEGIN ")?
+                    .strip_suffix("-----")
+                    .map(str::to_string)
+            })
+        })
+        .ok_or_else(|| format!("{file:?} is not a PEM file"))?;
+    if label.contains("PRIVATE") {
+        return Err(format!(
+            "{file:?} holds a private key; configure the public key instead \
+             (openssl pkey -in private.pem -pubout)"
+        ));
+    }
+    if !matches!(
+        label.as_str(),
+        "PUBLIC KEY" | "RSA PUBLIC KEY" | "CERTIFICATE"
+    ) {
+        return Err(format!(
+            "{file:?} holds a PEM block of an unsupported type (expected PUBLIC KEY or CERTIFICATE)"
+        ));
+    }
+    let wanted = names(algs);
+    let (key, kind) = match family {
+        AlgorithmFamily::Rsa => (DecodingKey::from_rsa_pem(&bytes), "an RSA"),
+        AlgorithmFamily::Ec => (DecodingKey::from_ec_pem(&bytes), "an EC"),
+        _ => (DecodingKey::from_ed_pem(&bytes), "an Ed25519"),
+    };
+    let bad = || format!("cannot parse {file:?} as {kind} public key (needed for {wanted})");
+    let key = key.map_err(|_| bad())?;
+    let raw = key.try_get_as_bytes().map_err(|_| bad())?;
+    let ok = match family {
+        // PKCS#1 RSAPublicKey: a DER SEQUENCE.
+        AlgorithmFamily::Rsa => raw.first() == Some(&0x30),
+        // Uncompressed points: 65 bytes for P-256, 97 for P-384.
+        AlgorithmFamily::Ec => {
+            for alg in algs {
+                let (len, curve) = match alg {
+                    Algorithm::ES384 => (97, "P-384"),
+                    _ => (65, "P-256"),
+                };
+                if raw.len() != len || raw.first() != Some(&4) {
+                    return Err(format!(
+                        "{file:?} is not an uncompressed {curve} public key (needed for {})",
+                        algorithm_name(*alg)
+                    ));
+                }
+            }
+            true
+        }
+        _ => raw.len() == 32,
+    };
+    if !ok {
+        return Err(bad());
+    }
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> BTreeMap<String, RawJwt> {
+        serde_yaml::from_str(yaml).expect("test YAML parses")
+    }
+
+    fn errors(yaml: &str) -> Vec<String> {
+        match build_verifiers(&parse(yaml)) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn all_errors_are_collected_with_paths() {
+        let errs = errors(
+            r#"
+a:
+  algorithms: [HS256, HS999, none]
+  secret: ""
+  claims_to_headers: { sub: "X User", role: Host }
+b:
+  algorithms: [HS256, RS256]
+  secret: s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t
+  jwks_url: ftp://idp.example.com/jwks
+c:
+  algorithms: [RS256]
+  public_key_file: tests/keys/does-not-exist.pem
+  jwks_refresh: 1m
+d:
+  algorithms: [ES256]
+e:
+  algorithms: [RS256]
+  secret: abc
+f:
+  algorithms: [RS256]
+  public_key_file: tests/keys/rsa_private.pem
+g:
+  algorithms: [ES384]
+  public_key_file: tests/keys/ec256_public.pem
+h:
+  algorithms: [RS256]
+  jwks_url: http://user@idp/x
+  issuer: ""
+"#,
+        );
+        let expected = [
+            "jwt.a.algorithms[1]: unknown algorithm \"HS999\" (valid: HS256, HS384, HS512, RS256",
+            "jwt.a.algorithms[2]: \"none\" (unsigned tokens) is never accepted",
+            "jwt.a.secret: must not be empty",
+            "jwt.a.claims_to_headers.role: header \"Host\" is reserved",
+            "jwt.a.claims_to_headers.sub: invalid header name \"X User\"",
+            "jwt.b.algorithms: mixes HMAC (HS256) and public-key (RS256)",
+            "jwt.b: exactly one key source is allowed (secret, public_key_file or jwks_url), found: secret, jwks_url",
+            "jwt.b.secret: a secret only works with HS256, HS384, HS512; RS256 needs",
+            "jwt.b.jwks_url: HS256 needs secret",
+            "jwt.c.public_key_file: cannot read \"tests/keys/does-not-exist.pem\"",
+            "jwt.c.jwks_refresh: only valid together with jwks_url",
+            "jwt.d: a key source is required",
+            "jwt.e.secret: a secret only works with HS256, HS384, HS512; RS256 needs public_key_file or jwks_url",
+            "jwt.f.public_key_file: \"tests/keys/rsa_private.pem\" holds a private key",
+            "jwt.g.public_key_file: \"tests/keys/ec256_public.pem\" is not an uncompressed P-384 public key",
+            "jwt.h.jwks_url: must not contain user info",
+            "jwt.h.issuer: must not be empty",
+        ];
+        for want in expected {
+            assert!(
+                errs.iter().any(|e| e.starts_with(want)),
+                "missing {want:?} in {errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), expected.len(), "{errs:#?}");
+        // Key material never leaks into messages.
+        assert!(errs
+            .iter()
+            .all(|e| !e.contains("MII") && !e.contains("s3cr3t")));
+    }
+
+    #[test]
+    fn valid_configs_build_with_defaults() {
+        let v = build_verifiers(&parse(
+            r#"
+hs: { algorithms: [HS256, HS512], secret: 0123456789abcdef0123456789abcdef,
+      claims_to_headers: { sub: X-User-ID, role: x-user-role } }
+rs: { algorithms: [RS256, PS256], public_key_file: tests/keys/rsa_public.pem, leeway: 5s }
+ec: { algorithms: [ES384], public_key_file: tests/keys/ec384_public.pem, cache_size: 0 }
+ed: { algorithms: [EdDSA], public_key_file: tests/keys/ed25519_public.pem }
+jw: { algorithms: [RS256, ES256], jwks_url: "https://idp.example.com:8443/jwks?x=1", jwks_refresh: 30s }
+"#,
+        ))
+        .expect("valid config");
+        assert_eq!(v.len(), 5);
+        assert!(v["jw"].needs_jwks() && !v["hs"].needs_jwks());
+        let hs = &v["hs"];
+        let headers: Vec<(&str, &str)> = hs
+            .claims_to_headers()
+            .iter()
+            .map(|(c, h)| (c.as_str(), h.as_str()))
+            .collect();
+        assert_eq!(headers, [("role", "x-user-role"), ("sub", "x-user-id")]);
+        assert_eq!(hs.leeway_secs(), 30);
+        assert_eq!(v["rs"].leeway_secs(), 5);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_and_debug_redacts() {
+        let e = serde_yaml::from_str::<RawJwt>("algorithms: [HS256]\nsecrte: x")
+            .expect_err("typo must be rejected")
+            .to_string();
+        assert!(e.contains("unknown field `secrte`"), "{e}");
+        let raw: RawJwt = serde_yaml::from_str("secret: hunter2").expect("parses");
+        assert!(!format!("{raw:?}").contains("hunter2"));
+    }
+}
