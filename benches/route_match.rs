@@ -1,10 +1,11 @@
 //! Route matching with 1,000 routes: the compiled segment trie against a naive linear
 //! scan of prefixes (the baseline most tutorials ship).
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, Criterion};
 use gatehouse::config::RouteConfig;
 use gatehouse::routing::{Match, RouteTable};
 use http::Method;
+use std::hint::black_box;
 
 fn routes(n: usize) -> Vec<RouteConfig> {
     (0..n)
