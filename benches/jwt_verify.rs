@@ -1,8 +1,8 @@
 //! `Verifier::verify` per algorithm: cached (the steady state for a client reusing its
 //! token) and uncached (`cache_size: 0`, i.e. full parse + signature + claims checks).
 
-use auth::auth::{build_verifiers, RawJwt, Verifier};
 use criterion::{criterion_group, criterion_main, Criterion};
+use gatehouse::auth::{build_verifiers, RawJwt, Verifier};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use std::collections::BTreeMap;
 use std::hint::black_box;
