@@ -22,6 +22,7 @@ fn routes(n: usize) -> Vec<RouteConfig> {
             strip_prefix: false,
             auth: None,
             require_claims: vec![],
+            rate_limit: vec![],
         })
         .collect()
 }

@@ -26,6 +26,13 @@ impl AdminApp {
     }
 
     fn refresh_gauges(&self, rt: &Runtime) {
+        let store_errors = rt.rate_store.redis_errors();
+        let counted = self.metrics.rate_store_errors.get();
+        if store_errors > counted {
+            self.metrics
+                .rate_store_errors
+                .inc_by(store_errors - counted);
+        }
         // Reset first so upstreams removed by a reload disappear from the output.
         self.metrics.upstream_healthy.reset();
         self.metrics.inflight.reset();

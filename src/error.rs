@@ -4,6 +4,7 @@
 //! The mapping is an exhaustive `match`: a new variant cannot silently become a 500.
 
 use crate::auth::AuthError;
+use crate::ratelimit::RateHeaders;
 use bytes::Bytes;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +23,10 @@ pub enum GatewayError {
     Unauthorized(AuthError),
     /// Authenticated, but `require_claims` is not met.
     Forbidden,
+    /// A rate-limit policy refused; the tightest policy's headers.
+    RateLimited(Box<RateHeaders>),
+    /// The shared rate-limit store failed and `on_error: deny` is configured.
+    RateLimitUnavailable,
     /// Every upstream of the service is unhealthy; seconds for `Retry-After`.
     NoHealthyUpstream { retry_after: u64 },
     /// The upstream refused, reset or spoke garbage, after retries.
@@ -41,6 +46,8 @@ impl GatewayError {
             GatewayError::BodyTooLarge => 413,
             GatewayError::Unauthorized(e) => e.status(),
             GatewayError::Forbidden => 403,
+            GatewayError::RateLimited(_) => 429,
+            GatewayError::RateLimitUnavailable => 503,
             GatewayError::NoHealthyUpstream { .. } => 503,
             GatewayError::UpstreamFailed => 502,
             GatewayError::UpstreamTimeout => 504,
@@ -58,6 +65,8 @@ impl GatewayError {
             GatewayError::BodyTooLarge => "body_too_large",
             GatewayError::Unauthorized(e) => e.reason(),
             GatewayError::Forbidden => "forbidden",
+            GatewayError::RateLimited(_) => "rate_limited",
+            GatewayError::RateLimitUnavailable => "rate_limit_unavailable",
             GatewayError::NoHealthyUpstream { .. } => "no_healthy_upstream",
             GatewayError::UpstreamFailed => "upstream_failed",
             GatewayError::UpstreamTimeout => "upstream_timeout",
@@ -66,22 +75,31 @@ impl GatewayError {
     }
 
     /// Headers this error adds beyond `content-type`, `content-length`, `x-request-id`.
-    pub fn extra_headers(&self) -> Option<(&'static str, String)> {
+    pub fn extra_headers(&self) -> Vec<(&'static str, String)> {
         match self {
-            GatewayError::MethodNotAllowed(allow) => Some(("allow", allow.clone())),
+            GatewayError::MethodNotAllowed(allow) => vec![("allow", allow.clone())],
             GatewayError::NoHealthyUpstream { retry_after } => {
-                Some(("retry-after", retry_after.max(&1).to_string()))
+                vec![("retry-after", retry_after.max(&1).to_string())]
             }
             GatewayError::Unauthorized(AuthError::Missing) => {
-                Some(("www-authenticate", "Bearer".to_string()))
+                vec![("www-authenticate", "Bearer".to_string())]
             }
             GatewayError::Unauthorized(AuthError::KeysUnavailable) => {
-                Some(("retry-after", "5".to_string()))
+                vec![("retry-after", "5".to_string())]
             }
-            GatewayError::Unauthorized(_) => Some((
+            GatewayError::Unauthorized(_) => vec![(
                 "www-authenticate",
                 "Bearer error=\"invalid_token\"".to_string(),
-            )),
+            )],
+            GatewayError::RateLimited(h) => {
+                let mut v = rate_headers(h);
+                v.push((
+                    "retry-after",
+                    h.retry_after_secs.unwrap_or(1).max(1).to_string(),
+                ));
+                v
+            }
+            GatewayError::RateLimitUnavailable => vec![("retry-after", "1".to_string())],
             GatewayError::NoRoute
             | GatewayError::BadPath
             | GatewayError::BadRequest
@@ -89,9 +107,19 @@ impl GatewayError {
             | GatewayError::Forbidden
             | GatewayError::UpstreamFailed
             | GatewayError::UpstreamTimeout
-            | GatewayError::Internal => None,
+            | GatewayError::Internal => vec![],
         }
     }
+}
+
+/// The `RateLimit-*` headers (draft-ietf-httpapi-ratelimit-headers) for one policy.
+pub fn rate_headers(h: &RateHeaders) -> Vec<(&'static str, String)> {
+    vec![
+        ("ratelimit-limit", h.limit.to_string()),
+        ("ratelimit-remaining", h.remaining.to_string()),
+        ("ratelimit-reset", h.reset_secs.to_string()),
+        ("ratelimit-policy", h.policy.clone()),
+    ]
 }
 
 /// `{"error":"…","request_id":"…"}`. Both values are from fixed or sanitised sets
@@ -141,6 +169,6 @@ mod tests {
         assert_eq!(GatewayError::UpstreamTimeout.status(), 504);
         let e = GatewayError::NoHealthyUpstream { retry_after: 0 };
         assert_eq!(e.status(), 503);
-        assert_eq!(e.extra_headers(), Some(("retry-after", "1".to_string())));
+        assert_eq!(e.extra_headers(), vec![("retry-after", "1".to_string())]);
     }
 }

@@ -27,6 +27,7 @@ pub mod error;
 pub mod headers;
 pub mod metrics;
 pub mod proxy;
+pub mod ratelimit;
 pub mod routing;
 pub mod runtime;
 pub mod server;

@@ -22,6 +22,9 @@ pub struct Metrics {
     pub inflight: IntGaugeVec,
     pub auth_failures: IntCounterVec,
     pub config_reloads: IntCounterVec,
+    pub rate_limited: IntCounterVec,
+    /// Redis store failures answered per `on_error` (synced from the store at scrape).
+    pub rate_store_errors: prometheus::IntCounter,
 }
 
 /// The outcome label of one upstream attempt.
@@ -107,6 +110,19 @@ impl Metrics {
             &["result"],
         )
         .expect("static metric definition");
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_rate_limited_total",
+                "Requests refused by a rate-limit policy, by route and policy.",
+            ),
+            &["route", "policy"],
+        )
+        .expect("static metric definition");
+        let rate_store_errors = prometheus::IntCounter::new(
+            "gatehouse_rate_limit_store_errors_total",
+            "Rate-limit decisions the Redis store could not make in time (on_error applied).",
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
@@ -115,6 +131,8 @@ impl Metrics {
             Box::new(inflight.clone()),
             Box::new(auth_failures.clone()),
             Box::new(config_reloads.clone()),
+            Box::new(rate_limited.clone()),
+            Box::new(rate_store_errors.clone()),
         ] {
             registry
                 .register(c)
@@ -129,6 +147,8 @@ impl Metrics {
             inflight,
             auth_failures,
             config_reloads,
+            rate_limited,
+            rate_store_errors,
         }
     }
 

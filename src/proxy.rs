@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! request_filter          snapshot, request id, client IP, route (404/405/400), body limit,
-//!                         claim headers stripped, JWT + require_claims (401/403/503)
+//!                         claim headers stripped, JWT + require_claims (401/403/503),
+//!                         rate limits (429, or 503 when a shared store fails closed)
 //! upstream_peer           service → selector (healthy, untried) → HttpPeer with timeouts
 //! fail_to_connect         outcome metric; retry on another upstream within `retries`
 //! upstream_request_filter strip_prefix, X-Forwarded-*, X-Real-IP, X-Request-Id
@@ -18,6 +19,7 @@ use crate::config::Balance;
 use crate::error::{json_body, GatewayError};
 use crate::headers;
 use crate::metrics::{method_label, status_label, Metrics, Outcome};
+use crate::ratelimit::{Check, KeySpec, RateHeaders};
 use crate::routing::{self, Match};
 use crate::runtime::Runtime;
 use crate::upstream::InflightGuard;
@@ -67,6 +69,8 @@ pub struct Ctx {
     body_seen: u64,
     /// Claims of the verified token on an auth route.
     claims: Option<Arc<Claims>>,
+    /// `RateLimit-*` values of the tightest policy, added to the response.
+    rate: Option<RateHeaders>,
 }
 
 impl Ctx {
@@ -96,6 +100,7 @@ impl ProxyHttp for Gateway {
             own_status: 0,
             body_seen: 0,
             claims: None,
+            rate: None,
         }
     }
 
@@ -181,6 +186,17 @@ impl ProxyHttp for Gateway {
                     self.respond_error(session, ctx, e).await?;
                     return Ok(true);
                 }
+            }
+        }
+
+        if let Some(policies) = rt.route_limits.get(route.index).filter(|p| !p.is_empty()) {
+            if let Err(e) = self
+                .rate_limit(session, ctx, &route_name, policies, &rt)
+                .await
+            {
+                ctx.rt = Some(rt);
+                self.respond_error(session, ctx, e).await?;
+                return Ok(true);
             }
         }
 
@@ -376,6 +392,11 @@ impl ProxyHttp for Gateway {
             self.record_attempt(ctx, Outcome::Ok);
         }
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(rate) = &ctx.rate {
+            for (name, value) in crate::error::rate_headers(rate) {
+                resp.insert_header(name, value)?;
+            }
+        }
         Ok(())
     }
 
@@ -453,6 +474,60 @@ impl ProxyHttp for Gateway {
 }
 
 impl Gateway {
+    /// Charge every policy of the route in one store call; all must allow.
+    async fn rate_limit(
+        &self,
+        session: &Session,
+        ctx: &mut Ctx,
+        route_name: &str,
+        policies: &[Arc<crate::ratelimit::Policy>],
+        rt: &Runtime,
+    ) -> std::result::Result<(), GatewayError> {
+        let req = session.req_header();
+        let ip = ctx
+            .client_ip
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let claims = ctx.claims.as_deref();
+        let claim = |name: &str| claims.and_then(|c| c.get_str(name));
+        let keys: Vec<String> = policies
+            .iter()
+            .map(|p| match &p.key {
+                KeySpec::ClientIp | KeySpec::Global => p.key.bucket_key(None, ip),
+                KeySpec::Jwt(c) => p.key.bucket_key(claim(c).as_deref(), ip),
+                KeySpec::Header(h) => p
+                    .key
+                    .bucket_key(req.headers.get(h).and_then(|v| v.to_str().ok()), ip),
+                KeySpec::Route => p.key.bucket_key(Some(route_name), ip),
+            })
+            .collect();
+        let checks: Vec<Check> = policies
+            .iter()
+            .zip(&keys)
+            .map(|(p, key)| {
+                let tier = p.tiers.as_ref().and_then(|t| claim(&t.claim));
+                Check {
+                    policy: p,
+                    key,
+                    params: p.params_for(tier.as_deref()),
+                }
+            })
+            .collect();
+        let decision = rt.rate_store.check(&checks).await;
+        if decision.allowed {
+            ctx.rate = decision.headers;
+            return Ok(());
+        }
+        let policy = decision.rejected_by.as_deref().unwrap_or("store");
+        self.metrics
+            .rate_limited
+            .with_label_values(&[route_name, policy])
+            .inc();
+        match decision.headers {
+            Some(h) => Err(GatewayError::RateLimited(Box::new(h))),
+            None => Err(GatewayError::RateLimitUnavailable),
+        }
+    }
+
     fn record_attempt(&self, ctx: &mut Ctx, outcome: Outcome) {
         if ctx.attempt_recorded {
             return;
@@ -489,7 +564,7 @@ impl Gateway {
         resp.insert_header(header::CONTENT_TYPE, "application/json")?;
         resp.insert_header(header::CONTENT_LENGTH, body.len())?;
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-        if let Some((name, value)) = err.extra_headers() {
+        for (name, value) in err.extra_headers() {
             resp.insert_header(name, value)?;
         }
         ctx.own_status = status;

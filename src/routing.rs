@@ -311,6 +311,7 @@ mod tests {
             strip_prefix: true,
             auth: None,
             require_claims: vec![],
+            rate_limit: vec![],
         }
     }
 

@@ -5,6 +5,7 @@
 
 use crate::auth::Verifier;
 use crate::config::{AccessLogFormat, Config};
+use crate::ratelimit::{self, Policy, Store};
 use crate::routing::RouteTable;
 use crate::upstream::ServiceRuntime;
 use http::HeaderName;
@@ -54,6 +55,10 @@ pub struct Runtime {
     pub route_auth: Vec<Option<RouteAuth>>,
     /// Every header any verifier fills from claims: stripped from every request.
     pub claim_headers: Vec<HeaderName>,
+    /// By route index: the policies that must all allow.
+    pub route_limits: Vec<Vec<Arc<Policy>>>,
+    /// Long-lived across reloads unless the store settings change.
+    pub rate_store: Arc<Store>,
     pub verifiers: HashMap<String, Arc<VerifierHandle>>,
     pub trusted_proxies: Vec<IpNet>,
     pub max_request_body: Option<u64>,
@@ -103,6 +108,27 @@ impl Runtime {
                 })
             })
             .collect();
+        let route_limits = config
+            .routes
+            .iter()
+            .map(|r| {
+                r.rate_limit
+                    .iter()
+                    .filter_map(|name| config.policies.get(name).cloned())
+                    .collect()
+            })
+            .collect();
+        let rate_store = match previous {
+            Some(p)
+                if !ratelimit::store_changed(
+                    &p.config.rate_limits_raw,
+                    &config.rate_limits_raw,
+                ) =>
+            {
+                p.rate_store.clone()
+            }
+            _ => config.rate_store.clone(),
+        };
         let mut claim_headers: Vec<HeaderName> = Vec::new();
         for h in verifiers.values() {
             for (_, header) in h.verifier.claims_to_headers() {
@@ -120,6 +146,8 @@ impl Runtime {
             services,
             route_auth,
             claim_headers,
+            route_limits,
+            rate_store,
             verifiers,
         })
     }

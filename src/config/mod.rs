@@ -11,6 +11,7 @@ pub mod raw;
 pub mod units;
 
 use crate::auth::{self, RawJwt, Verifier};
+use crate::ratelimit::{self, Policies, RawRateLimits, Store};
 use ipnet::IpNet;
 use raw::*;
 use serde::de::DeserializeOwned;
@@ -77,6 +78,12 @@ pub struct Config {
     pub jwt_raw: BTreeMap<String, RawJwt>,
     /// The verifiers built from it (keys loaded, so `-t` checks key files too).
     pub verifiers: HashMap<String, Arc<Verifier>>,
+    /// The `rate_limits:` section as written (a reload keeps the store unless its
+    /// settings changed).
+    pub rate_limits_raw: RawRateLimits,
+    pub policies: Arc<Policies>,
+    /// A fresh store for these settings; connects lazily, so building it is cheap.
+    pub rate_store: Arc<Store>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,6 +224,8 @@ pub struct RouteConfig {
     pub auth: Option<String>,
     /// Claim name → accepted values (any one of them).
     pub require_claims: Vec<(String, Vec<String>)>,
+    /// Rate-limit policy names, all of which must allow.
+    pub rate_limit: Vec<String>,
 }
 
 pub const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
@@ -226,7 +235,15 @@ pub const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
     idle: Duration::from_secs(60),
 };
 
-const TOP_LEVEL_KEYS: &[&str] = &["listen", "admin", "server", "jwt", "services", "routes"];
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "listen",
+    "admin",
+    "server",
+    "jwt",
+    "rate_limits",
+    "services",
+    "routes",
+];
 const METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
 ];
@@ -332,8 +349,33 @@ fn validate(tree: Value, source: &Path, errors: &mut Vec<ConfigError>) -> Option
     };
     let server = validate_server(server, errors);
     let (jwt_raw, verifiers) = validate_jwt(take("jwt"), errors);
+    let rate_limits_raw = match take("rate_limits") {
+        None | Some(Value::Null) => RawRateLimits::default(),
+        Some(v) => de::<RawRateLimits>(v, "rate_limits", errors).unwrap_or_default(),
+    };
+    let policies = ratelimit::build_policies(&rate_limits_raw).unwrap_or_else(|e| {
+        errors.extend(e);
+        Policies::default()
+    });
+    let rate_store = match ratelimit::build_store(&rate_limits_raw) {
+        Ok(s) => Some(Arc::new(s)),
+        Err(e) => {
+            for err in e {
+                if !errors.contains(&err) {
+                    errors.push(err);
+                }
+            }
+            None
+        }
+    };
     let (services, declared) = validate_services(take("services"), errors);
-    let routes = validate_routes(take("routes"), &declared, &jwt_raw, errors);
+    let known = Known {
+        services: &declared,
+        jwt: &jwt_raw,
+        policies: &policies,
+    };
+    let routes = validate_routes(take("routes"), &known, errors);
+    let rate_store = rate_store?;
 
     Some(Config {
         source: source.to_path_buf(),
@@ -344,7 +386,18 @@ fn validate(tree: Value, source: &Path, errors: &mut Vec<ConfigError>) -> Option
         routes,
         jwt_raw,
         verifiers,
+        rate_limits_raw,
+        policies: Arc::new(policies),
+        rate_store,
     })
+}
+
+/// Names a route may refer to.
+struct Known<'a> {
+    /// Every declared service, valid or not (so one bad service is reported once).
+    services: &'a [String],
+    jwt: &'a BTreeMap<String, RawJwt>,
+    policies: &'a Policies,
 }
 
 fn validate_jwt(
@@ -787,10 +840,10 @@ fn validate_health(
 
 fn validate_routes(
     v: Option<Value>,
-    services: &[String],
-    jwt: &BTreeMap<String, RawJwt>,
+    known: &Known,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<RouteConfig> {
+    let (services, jwt) = (known.services, known.jwt);
     let items = match v {
         Some(Value::Sequence(items)) if !items.is_empty() => items,
         _ => {
@@ -878,6 +931,18 @@ fn validate_routes(
                 ));
             }
         }
+        for (j, name) in raw.rate_limit.iter().enumerate() {
+            if !known.policies.contains(name) {
+                let names: Vec<&str> = known.policies.iter().map(|p| &*p.name).collect();
+                errors.push(ConfigError::new(
+                    format!("{path}.rate_limit[{j}]"),
+                    format!(
+                        "unknown rate-limit policy {name:?} (known: {})",
+                        names.join(", ")
+                    ),
+                ));
+            }
+        }
         let mut require_claims = Vec::new();
         for (claim, values) in raw.require_claims.unwrap_or_default() {
             let values = values.into_vec();
@@ -906,6 +971,7 @@ fn validate_routes(
                 strip_prefix: raw.strip_prefix,
                 auth: raw.auth,
                 require_claims,
+                rate_limit: raw.rate_limit,
             });
         }
     }

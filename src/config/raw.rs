@@ -104,6 +104,8 @@ pub struct RawRoute {
     #[serde(default)]
     pub strip_prefix: bool,
     pub auth: Option<String>,
+    #[serde(default)]
+    pub rate_limit: Vec<String>,
     pub require_claims: Option<std::collections::BTreeMap<String, OneOrMany>>,
 }
 

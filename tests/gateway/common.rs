@@ -332,3 +332,101 @@ pub fn upstream_list(servers: &[EchoServer], weights: &[u32]) -> String {
         })
         .collect()
 }
+
+/// A real `redis-server` on a free loopback port, killed on drop.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Whether Redis tests can run. A missing `redis-server` fails the test unless
+    /// `GATEHOUSE_SKIP_REDIS_TESTS=1` says skipping is intended: CI must not pass
+    /// quietly without them.
+    pub fn available() -> bool {
+        let ok = Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_ok();
+        if !ok {
+            assert!(
+                std::env::var_os("GATEHOUSE_SKIP_REDIS_TESTS").is_some(),
+                "redis-server is not installed (apt-get install redis-server, or set GATEHOUSE_SKIP_REDIS_TESTS=1)"
+            );
+            eprintln!("redis-server not installed: skipping (GATEHOUSE_SKIP_REDIS_TESTS)");
+        }
+        ok
+    }
+
+    pub fn free_port() -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        l.local_addr().expect("addr").port()
+    }
+
+    pub fn start(port: u16) -> RedisServer {
+        let mut s = RedisServer { port, child: None };
+        s.restart();
+        s
+    }
+
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.ping() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn ping(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut buf = [0u8; 7];
+        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .args([sig, &c.id().to_string()])
+                .status();
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        self.kill();
+    }
+}

@@ -9,4 +9,6 @@ mod balance;
 mod config_cli;
 mod forwarding;
 mod health;
+mod ratelimit;
+mod redis_store;
 mod routing;

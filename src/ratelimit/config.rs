@@ -1,0 +1,472 @@
+//! The `rate_limits:` section: raw serde shapes, validation into [`Policies`], and the
+//! per-request helpers the proxy needs (tier parameters, bucket keys, the policy header).
+
+use super::{ConfigError, Dur};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Default `max_keys` of the memory store (see [`super::MemoryStore`] for the memory math).
+pub const DEFAULT_MAX_KEYS: u64 = 1_000_000;
+/// Smallest accepted `max_keys`: one entry per shard.
+pub const MIN_MAX_KEYS: u64 = super::memory::SHARDS as u64;
+/// Default `redis.timeout`.
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(50);
+/// Default `redis.prefix`.
+pub const DEFAULT_REDIS_PREFIX: &str = "gh:";
+/// Extracted key values longer than this are treated as absent (the request falls back to
+/// its client IP), so one client cannot make a bucket entry cost kilobytes.
+pub const MAX_KEY_VALUE_LEN: usize = 256;
+
+const VALID_KEYS: &str = "client_ip, jwt.<claim>, header:<Name>, route, global";
+
+/// `rate_limits:` as written in the config file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimits {
+    /// `memory` (default) or `redis`.
+    #[serde(default)]
+    pub store: Option<String>,
+    #[serde(default)]
+    pub redis: Option<RawRedis>,
+    #[serde(default)]
+    pub policies: BTreeMap<String, RawPolicy>,
+    /// Hard cap on buckets held by the memory store (default 1,000,000).
+    #[serde(default)]
+    pub max_keys: Option<u64>,
+}
+
+/// `rate_limits.redis:`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    pub url: String,
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+    /// `allow` (default) or `deny`.
+    #[serde(default)]
+    pub on_error: Option<String>,
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
+
+/// `rate_limits.policies.<name>:`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub key: String,
+    pub limit: u64,
+    pub window: Dur,
+    #[serde(default)]
+    pub burst: Option<u64>,
+    #[serde(default)]
+    pub tiers: Option<RawTiers>,
+}
+
+/// `rate_limits.policies.<name>.tiers:`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTiers {
+    pub claim: String,
+    pub limits: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub default: Option<u64>,
+}
+
+/// What a policy counts by. Extraction from the request is the integrator's job; see
+/// [`KeySpec::bucket_key`] for turning the extracted value into a bucket key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySpec {
+    ClientIp,
+    /// `jwt.<claim>`: a claim of the verified token.
+    Jwt(String),
+    /// `header:<Name>`.
+    Header(http::HeaderName),
+    /// One bucket per route (the integrator passes the route's name as the value).
+    Route,
+    /// One bucket for everything.
+    Global,
+}
+
+impl KeySpec {
+    /// Parses `client_ip`, `jwt.<claim>`, `header:<Name>`, `route`, `global`.
+    pub fn parse(s: &str) -> Result<KeySpec, String> {
+        match s {
+            "client_ip" => return Ok(KeySpec::ClientIp),
+            "route" => return Ok(KeySpec::Route),
+            "global" => return Ok(KeySpec::Global),
+            _ => {}
+        }
+        if let Some(claim) = s.strip_prefix("jwt.") {
+            if claim.is_empty() {
+                return Err(format!("key {s:?} names no claim (expected e.g. jwt.sub)"));
+            }
+            return Ok(KeySpec::Jwt(claim.to_string()));
+        }
+        if let Some(name) = s.strip_prefix("header:") {
+            return http::HeaderName::from_bytes(name.trim().as_bytes())
+                .map(KeySpec::Header)
+                .map_err(|_| format!("key {s:?}: {name:?} is not a valid header name"));
+        }
+        Err(format!("unknown key {s:?} (valid: {VALID_KEYS})"))
+    }
+
+    /// The bucket key for one request, namespaced by where it came from:
+    ///
+    /// * `client_ip` → `ip:<addr>` (`value` ignored);
+    /// * `jwt.<claim>` / `header:<Name>` → `v:<value>`; when the value is absent, empty or
+    ///   longer than [`MAX_KEY_VALUE_LEN`] the request **falls back to its client IP**
+    ///   (`ip:<addr>`), never to one bucket shared by every anonymous caller, and a caller
+    ///   cannot pick a value that collides with an IP bucket because of the prefixes;
+    /// * `route` → `r:<route name>` (falls back to the IP like the above if absent);
+    /// * `global` → `global`.
+    ///
+    /// Buckets are also scoped by policy name in the store, so `ip:1.2.3.4` under `per-user`
+    /// and under `per-ip` are different buckets.
+    pub fn bucket_key(&self, value: Option<&str>, client_ip: IpAddr) -> String {
+        let value = value.filter(|v| !v.is_empty() && v.len() <= MAX_KEY_VALUE_LEN);
+        match (self, value) {
+            (KeySpec::Global, _) => "global".to_string(),
+            (KeySpec::Jwt(_) | KeySpec::Header(_), Some(v)) => format!("v:{v}"),
+            (KeySpec::Route, Some(r)) => format!("r:{r}"),
+            _ => format!("ip:{client_ip}"),
+        }
+    }
+}
+
+/// Limit and burst in force for one request (after tier selection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Params {
+    pub limit: u64,
+    pub burst: u64,
+}
+
+/// Per-tier limits chosen by a JWT claim's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tiers {
+    pub claim: String,
+    pub limits: BTreeMap<String, u64>,
+    /// Limit for a missing or unlisted tier value; `None` = the policy's own `limit`.
+    pub default: Option<u64>,
+}
+
+/// One validated policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub name: Arc<str>,
+    pub key: KeySpec,
+    pub limit: u64,
+    pub window: Duration,
+    pub burst: u64,
+    pub tiers: Option<Tiers>,
+}
+
+impl Policy {
+    /// Limit and burst for a request whose tier claim has `tier_value` (ignored without
+    /// `tiers`). A tier's burst is **scaled proportionally**: `ceil(burst * tier_limit /
+    /// limit)`, so a policy with `limit: 100, burst: 150` gives a 1000-limit tier a burst of
+    /// 1500, and a policy without `burst` gives every tier `burst = tier limit`.
+    pub fn params_for(&self, tier_value: Option<&str>) -> Params {
+        let own = Params {
+            limit: self.limit,
+            burst: self.burst,
+        };
+        let Some(tiers) = &self.tiers else { return own };
+        let limit = tier_value
+            .and_then(|v| tiers.limits.get(v).copied())
+            .or(tiers.default)
+            .unwrap_or(self.limit);
+        if limit == self.limit {
+            return own;
+        }
+        let scaled = (u128::from(self.burst) * u128::from(limit)).div_ceil(u128::from(self.limit));
+        Params {
+            limit,
+            burst: u64::try_from(scaled).unwrap_or(u64::MAX).max(1),
+        }
+    }
+
+    /// `RateLimit-Policy` value in the form of draft-ietf-httpapi-ratelimit-headers-07
+    /// (the draft that still has separate `RateLimit-Limit/-Remaining/-Reset` fields, as
+    /// this gateway sends): `<limit>;w=<window seconds>`, plus the extension parameter
+    /// `;burst=<n>` when the burst differs from the limit, e.g. `100;w=1;burst=150`.
+    /// A window that is not whole seconds is written with up to 3 decimals (`w=0.5`).
+    pub fn policy_header(&self, p: &Params) -> String {
+        // Built by hand: this runs on every decision and `format!` costs more than the rest.
+        let mut s = String::with_capacity(32);
+        push_u64(&mut s, p.limit);
+        s.push_str(";w=");
+        let ms = u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX);
+        push_u64(&mut s, ms / 1000);
+        if !ms.is_multiple_of(1000) {
+            s.push('.');
+            let frac = ms % 1000;
+            let digits = [frac / 100, frac / 10 % 10, frac % 10];
+            let used = if frac % 100 == 0 {
+                1
+            } else if frac % 10 == 0 {
+                2
+            } else {
+                3
+            };
+            for d in &digits[..used] {
+                s.push(char::from(b'0' + *d as u8));
+            }
+        }
+        if p.burst != p.limit {
+            s.push_str(";burst=");
+            push_u64(&mut s, p.burst);
+        }
+        s
+    }
+}
+
+fn push_u64(s: &mut String, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for &b in &buf[i..] {
+        s.push(char::from(b));
+    }
+}
+
+/// All validated policies, by name. Replaceable on reload; the store is not tied to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policies {
+    by_name: BTreeMap<Arc<str>, Arc<Policy>>,
+}
+
+impl Policies {
+    pub fn get(&self, name: &str) -> Option<&Arc<Policy>> {
+        self.by_name.get(name)
+    }
+    pub fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Policy>> {
+        self.by_name.values()
+    }
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
+/// Which store to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Memory,
+    Redis,
+}
+
+/// `redis.on_error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    Allow,
+    Deny,
+}
+
+/// Validated `redis:` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    pub url: String,
+    pub timeout: Duration,
+    pub on_error: OnError,
+    pub prefix: String,
+}
+
+const ROOT: &str = "rate_limits";
+
+pub(crate) fn store_kind(raw: &RawRateLimits, errs: &mut Vec<ConfigError>) -> StoreKind {
+    match raw.store.as_deref().unwrap_or("memory") {
+        "memory" => StoreKind::Memory,
+        "redis" => StoreKind::Redis,
+        other => {
+            errs.push(ConfigError::new(
+                format!("{ROOT}.store"),
+                format!("unknown store {other:?} (valid: memory, redis)"),
+            ));
+            StoreKind::Memory
+        }
+    }
+}
+
+pub(crate) fn max_keys(raw: &RawRateLimits, errs: &mut Vec<ConfigError>) -> u64 {
+    let n = raw.max_keys.unwrap_or(DEFAULT_MAX_KEYS);
+    if n < MIN_MAX_KEYS {
+        errs.push(ConfigError::new(
+            format!("{ROOT}.max_keys"),
+            format!("max_keys must be at least {MIN_MAX_KEYS} (got {n})"),
+        ));
+    }
+    n.max(MIN_MAX_KEYS)
+}
+
+pub(crate) fn redis_settings(
+    raw: &RawRateLimits,
+    errs: &mut Vec<ConfigError>,
+) -> Option<RedisSettings> {
+    let r = raw.redis.as_ref()?;
+    let path = format!("{ROOT}.redis");
+    if let Err(e) = redis::Client::open(r.url.as_str()) {
+        errs.push(ConfigError::new(
+            format!("{path}.url"),
+            format!(
+                "invalid redis url {:?}: {e} (expected e.g. redis://127.0.0.1:6379/0)",
+                r.url
+            ),
+        ));
+    }
+    let timeout = r.timeout.map_or(DEFAULT_REDIS_TIMEOUT, |d| d.0);
+    if timeout.is_zero() {
+        errs.push(ConfigError::new(
+            format!("{path}.timeout"),
+            "timeout must be > 0",
+        ));
+    }
+    let on_error = match r.on_error.as_deref().unwrap_or("allow") {
+        "allow" => OnError::Allow,
+        "deny" => OnError::Deny,
+        other => {
+            errs.push(ConfigError::new(
+                format!("{path}.on_error"),
+                format!("unknown on_error {other:?} (valid: allow, deny)"),
+            ));
+            OnError::Allow
+        }
+    };
+    let prefix = r
+        .prefix
+        .clone()
+        .unwrap_or_else(|| DEFAULT_REDIS_PREFIX.to_string());
+    Some(RedisSettings {
+        url: r.url.clone(),
+        timeout,
+        on_error,
+        prefix,
+    })
+}
+
+/// Policy names end up in Redis keys (`<prefix><name>:<key>`), memory keys and headers,
+/// so they are restricted to a charset without separators.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// Validates the whole section, collecting every problem (not just the first).
+pub fn build_policies(raw: &RawRateLimits) -> Result<Policies, Vec<ConfigError>> {
+    let mut errs = Vec::new();
+    let kind = store_kind(raw, &mut errs);
+    max_keys(raw, &mut errs);
+    let redis = redis_settings(raw, &mut errs);
+    if kind == StoreKind::Redis && redis.is_none() {
+        errs.push(ConfigError::new(
+            format!("{ROOT}.redis"),
+            "store: redis needs a redis: section (url, timeout, on_error, prefix)",
+        ));
+    }
+    let mut by_name = BTreeMap::new();
+    for (name, rp) in &raw.policies {
+        let path = format!("{ROOT}.policies.{name}");
+        if let Some(p) = build_policy(name, rp, &path, &mut errs) {
+            by_name.insert(p.name.clone(), Arc::new(p));
+        }
+    }
+    if errs.is_empty() {
+        Ok(Policies { by_name })
+    } else {
+        Err(errs)
+    }
+}
+
+fn build_policy(
+    name: &str,
+    rp: &RawPolicy,
+    path: &str,
+    errs: &mut Vec<ConfigError>,
+) -> Option<Policy> {
+    let before = errs.len();
+    let err = |errs: &mut Vec<ConfigError>, field: &str, msg: String| {
+        errs.push(ConfigError::new(format!("{path}.{field}"), msg));
+    };
+    if !valid_name(name) {
+        errs.push(ConfigError::new(
+            path,
+            format!("invalid policy name {name:?} (use 1-64 of A-Z a-z 0-9 - _ .)"),
+        ));
+    }
+    let key = KeySpec::parse(&rp.key)
+        .map_err(|m| err(errs, "key", m))
+        .ok();
+    if rp.limit == 0 {
+        err(errs, "limit", "limit must be at least 1".into());
+    }
+    let window = rp.window.0;
+    if window.is_zero() {
+        err(errs, "window", "window must be > 0 (e.g. 1s, 1m)".into());
+    }
+    let burst = rp.burst.unwrap_or(rp.limit);
+    if burst == 0 {
+        err(
+            errs,
+            "burst",
+            "burst must be at least 1 (omit it for burst = limit)".into(),
+        );
+    }
+    let tiers = rp.tiers.as_ref().map(|t| {
+        if t.claim.trim().is_empty() {
+            err(
+                errs,
+                "tiers.claim",
+                "tiers.claim must name a JWT claim (e.g. tier)".into(),
+            );
+        }
+        for (tier, &l) in &t.limits {
+            if l == 0 {
+                err(
+                    errs,
+                    &format!("tiers.limits.{tier}"),
+                    "tier limit must be at least 1".into(),
+                );
+            }
+        }
+        if t.default == Some(0) {
+            err(
+                errs,
+                "tiers.default",
+                "tier default must be at least 1".into(),
+            );
+        }
+        Tiers {
+            claim: t.claim.trim().to_string(),
+            limits: t.limits.clone(),
+            default: t.default,
+        }
+    });
+    if errs.len() > before {
+        return None;
+    }
+    Some(Policy {
+        name: Arc::from(name),
+        key: key?,
+        limit: rp.limit,
+        window,
+        burst,
+        tiers,
+    })
+}
