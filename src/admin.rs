@@ -6,6 +6,7 @@
 //! from that snapshot rather than maintained on the request path.
 
 use crate::metrics::Metrics;
+use crate::reload::Reloader;
 use crate::runtime::Runtime;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -18,11 +19,20 @@ use std::sync::Arc;
 pub struct AdminApp {
     runtime: Arc<ArcSwap<Runtime>>,
     metrics: Arc<Metrics>,
+    reloader: Arc<Reloader>,
 }
 
 impl AdminApp {
-    pub fn new(runtime: Arc<ArcSwap<Runtime>>, metrics: Arc<Metrics>) -> Self {
-        AdminApp { runtime, metrics }
+    pub fn new(
+        runtime: Arc<ArcSwap<Runtime>>,
+        metrics: Arc<Metrics>,
+        reloader: Arc<Reloader>,
+    ) -> Self {
+        AdminApp {
+            runtime,
+            metrics,
+            reloader,
+        }
     }
 
     fn refresh_gauges(&self, rt: &Runtime) {
@@ -141,6 +151,18 @@ impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let rt = self.runtime.load_full();
         let req = session.req_header();
+        if req.method == http::Method::POST && req.uri.path() == "/admin/reload" {
+            return match self.reloader.reload().await {
+                Ok(report) => json_response(
+                    StatusCode::OK,
+                    &json!({ "result": "ok", "needs_upgrade": report.needs_upgrade }),
+                ),
+                Err(errors) => json_response(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &json!({ "result": "error", "errors": errors }),
+                ),
+            };
+        }
         if req.method != http::Method::GET && req.method != http::Method::HEAD {
             let mut r = json_response(
                 StatusCode::METHOD_NOT_ALLOWED,

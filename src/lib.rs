@@ -14,7 +14,10 @@
 //! | [`error`] | every gateway-made answer and its status/JSON mapping → `fail_to_proxy` |
 //! | [`metrics`] | Prometheus registry, bounded labels → `logging` |
 //! | [`access_log`] | one line per request → `logging` |
-//! | [`admin`] | `/metrics`, `/healthz`, `/readyz`, `/admin/status` |
+//! | [`auth`] | JWT verifiers, JWKS refresh, verified-token cache → `request_filter` |
+//! | [`ratelimit`] | GCRA policies, memory and Redis stores → `request_filter` |
+//! | [`reload`] | SIGHUP / `POST /admin/reload`: validate, rebuild, swap |
+//! | [`admin`] | `/metrics`, `/healthz`, `/readyz`, `/admin/status`, `/admin/reload` |
 //! | [`server`] | assembles the Pingora `Server` and its services |
 //! | [`demo`] | a small echo upstream for `gatehouse demo` and the tests |
 
@@ -28,6 +31,7 @@ pub mod headers;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;
+pub mod reload;
 pub mod routing;
 pub mod runtime;
 pub mod server;

@@ -103,7 +103,9 @@ fn main() -> ExitCode {
         eprintln!("gatehouse: no config file given (use -c FILE; see --help)");
         return ExitCode::from(2);
     };
-    let config = match load(path) {
+    // Absolute, so a reload finds the file whatever the working directory is by then.
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let config = match load(&path) {
         Ok(c) => c,
         Err(code) => return code,
     };

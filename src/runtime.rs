@@ -156,6 +156,24 @@ impl Runtime {
         self.services.iter().find(|s| &*s.name == name)
     }
 
+    /// Fetch the key sets of JWKS verifiers that are new in this snapshot, so a reload
+    /// that adds or changes one does not answer 503 until its refresher's first fetch.
+    /// Bounded: a slow identity provider delays the reload by at most 5 s.
+    pub async fn prefetch_jwks(&self) {
+        for h in self.verifiers.values() {
+            if h.verifier.needs_jwks() && !h.started.load(Ordering::SeqCst) {
+                let fetch = h.verifier.refresh_jwks();
+                match tokio::time::timeout(std::time::Duration::from_secs(5), fetch).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        log::warn!("jwt {}: JWKS prefetch failed: {e}", h.verifier.name())
+                    }
+                    Err(_) => log::warn!("jwt {}: JWKS prefetch timed out", h.verifier.name()),
+                }
+            }
+        }
+    }
+
     /// Start what runs in the background for this snapshot and is not running yet:
     /// health-check loops and JWKS refreshers. Call from inside the tokio runtime.
     pub fn start_background(&self) {

@@ -5,6 +5,8 @@ use crate::admin::AdminApp;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
+use crate::ratelimit::Store;
+use crate::reload::Reloader;
 use crate::runtime::Runtime;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -25,6 +27,7 @@ pub struct RunOptions {
 pub struct Shared {
     pub runtime: Arc<ArcSwap<Runtime>>,
     pub metrics: Arc<Metrics>,
+    pub reloader: Arc<Reloader>,
 }
 
 /// Map our `server:` settings onto Pingora's `ServerConf`.
@@ -35,8 +38,11 @@ pub fn server_conf(config: &Config, opts: RunOptions) -> ServerConf {
         daemon: opts.daemon,
         pid_file: s.pid_file.clone(),
         upgrade_sock: s.upgrade_sock.clone(),
+        error_log: s.error_log.clone(),
         grace_period_seconds: Some(s.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(s.shutdown_timeout.as_secs().max(1)),
+        // Daemonizing would otherwise move to `/` and break relative paths (key files).
+        working_directory: std::env::current_dir().ok(),
         ..ServerConf::default()
     }
 }
@@ -54,11 +60,14 @@ pub fn build(config: Config, opts: RunOptions) -> Result<(Server, Arc<Shared>), 
 
     let listen = config.listen.clone();
     let admin = config.admin;
+    let source = config.source.clone();
     let runtime = Arc::new(ArcSwap::from_pointee(Runtime::build(config, None)?));
     let metrics = Arc::new(Metrics::new());
+    let reloader = Arc::new(Reloader::new(source, runtime.clone(), metrics.clone()));
     let shared = Arc::new(Shared {
         runtime: runtime.clone(),
         metrics: metrics.clone(),
+        reloader: reloader.clone(),
     });
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
@@ -79,30 +88,56 @@ pub fn build(config: Config, opts: RunOptions) -> Result<(Server, Arc<Shared>), 
     if let Some(addr) = admin {
         let mut svc = Service::new(
             "gatehouse admin".to_string(),
-            AdminApp::new(runtime.clone(), metrics.clone()),
+            AdminApp::new(runtime.clone(), metrics.clone(), reloader.clone()),
         );
         svc.add_tcp(&addr.to_string());
         server.add_service(svc);
     }
 
     server.add_service(background_service(
-        "gatehouse health checks",
-        HealthService {
+        "gatehouse supervisor",
+        Supervisor {
             runtime: runtime.clone(),
+            reloader,
         },
     ));
     Ok((server, shared))
 }
 
-/// Drives the health checks of the current snapshot's services.
-struct HealthService {
+/// Starts the snapshot's background work (health checks, JWKS refreshers), sweeps idle
+/// rate-limit buckets, and reloads the config on SIGHUP.
+struct Supervisor {
     runtime: Arc<ArcSwap<Runtime>>,
+    reloader: Arc<Reloader>,
 }
 
 #[async_trait]
-impl BackgroundService for HealthService {
+impl BackgroundService for Supervisor {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
         self.runtime.load().start_background();
-        let _ = shutdown.changed().await;
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::error!("cannot listen for SIGHUP ({e}); reload with POST /admin/reload");
+                None
+            }
+        };
+        let mut sweep = tokio::time::interval(std::time::Duration::from_secs(30));
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => None } } => {
+                    log::info!("SIGHUP: reloading the config");
+                    // Errors are logged and counted inside; the old config stays.
+                    let _ = self.reloader.reload().await;
+                }
+                _ = sweep.tick() => {
+                    if let Store::Memory(m) = &*self.runtime.load().rate_store {
+                        m.sweep();
+                    }
+                }
+            }
+        }
     }
 }

@@ -111,6 +111,8 @@ pub struct ServerSettings {
     pub threads: usize,
     pub pid_file: String,
     pub upgrade_sock: String,
+    /// Where a daemon's stderr (logs) goes; `None` = discarded once daemonized.
+    pub error_log: Option<String>,
     pub grace_period: Duration,
     pub shutdown_timeout: Duration,
     pub trusted_proxies: Vec<IpNet>,
@@ -539,6 +541,7 @@ fn validate_server(raw: RawServer, errors: &mut Vec<ConfigError>) -> ServerSetti
         upgrade_sock: raw
             .upgrade_sock
             .unwrap_or_else(|| "/tmp/gatehouse_upgrade.sock".to_string()),
+        error_log: raw.error_log,
         grace_period: raw.grace_period.map_or(Duration::from_secs(5), |d| d.0),
         shutdown_timeout: raw.shutdown_timeout.map_or(Duration::from_secs(5), |d| d.0),
         trusted_proxies,

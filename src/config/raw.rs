@@ -33,6 +33,7 @@ pub struct RawServer {
     pub threads: Option<usize>,
     pub pid_file: Option<String>,
     pub upgrade_sock: Option<String>,
+    pub error_log: Option<String>,
     pub grace_period: Option<Dur>,
     pub shutdown_timeout: Option<Dur>,
     #[serde(default)]

@@ -185,6 +185,8 @@ pub struct Gateway {
     pub admin: SocketAddr,
     pub dir: PathBuf,
     pub config: PathBuf,
+    /// The generated listen/admin/server part, kept for [`Gateway::rewrite`].
+    header: String,
 }
 
 impl Gateway {
@@ -199,14 +201,9 @@ impl Gateway {
         let dir = scratch_dir("gw");
         let port = free_port();
         let admin_port = free_port();
-        let yaml = format!(
-            "listen:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: 127.0.0.1:{admin_port}\n\
-             server:\n  threads: 2\n  pid_file: {dir}/gatehouse.pid\n  upgrade_sock: {dir}/upgrade.sock\n  \
-             grace_period: 1s\n  shutdown_timeout: 1s\n{server_extra}\n{body}\n",
-            dir = dir.display()
-        );
+        let header = header_yaml(&dir, port, admin_port, server_extra);
         let config = dir.join("gatehouse.yaml");
-        std::fs::write(&config, yaml).expect("write config");
+        std::fs::write(&config, format!("{header}\n{body}\n")).expect("write config");
         let log = std::fs::File::create(dir.join("gatehouse.log")).expect("log file");
         let child = Command::new(BIN)
             .arg("-c")
@@ -222,9 +219,32 @@ impl Gateway {
             admin: format!("127.0.0.1:{admin_port}").parse().expect("addr"),
             dir,
             config,
+            header,
         };
         gw.wait_ready();
         gw
+    }
+
+    /// Replace the config body (services, routes, …), keeping listen/admin/server.
+    pub fn rewrite(&self, body: &str) {
+        write_atomically(&self.config, &format!("{}\n{body}\n", self.header));
+    }
+
+    /// Send a signal (`-HUP`, `-TERM`, …) to the gateway process.
+    pub fn signal(&self, sig: &str) {
+        send_signal(self.child.id(), sig);
+    }
+
+    /// Wait for the process to exit; `None` if it is still running after `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     fn wait_ready(&self) {
@@ -284,6 +304,31 @@ impl Drop for Gateway {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The listen/admin/server part of a test config.
+pub fn header_yaml(dir: &Path, port: u16, admin_port: u16, server_extra: &str) -> String {
+    format!(
+        "listen:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: 127.0.0.1:{admin_port}\n\
+         server:\n  threads: 2\n  pid_file: {dir}/gatehouse.pid\n  upgrade_sock: {dir}/upgrade.sock\n  \
+         grace_period: 1s\n  shutdown_timeout: 1s\n{server_extra}",
+        dir = dir.display()
+    )
+}
+
+/// Write via a temporary file and rename, so a reload never reads half a file.
+pub fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write config");
+    std::fs::rename(&tmp, path).expect("rename config");
+}
+
+pub fn send_signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid}");
 }
 
 pub fn metric_value(text: &str, name: &str, labels: &str) -> Option<f64> {

@@ -9,6 +9,7 @@ mod balance;
 mod config_cli;
 mod forwarding;
 mod health;
+mod operations;
 mod ratelimit;
 mod redis_store;
 mod routing;

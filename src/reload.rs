@@ -1,0 +1,115 @@
+//! Config reload in place (SIGHUP, `POST /admin/reload`).
+//!
+//! The file is read and fully validated first; on any error the running snapshot stays,
+//! every error is logged and `gatehouse_config_reloads_total{result="error"}` rises. On
+//! success a complete new [`Runtime`] is built — reusing unchanged services, upstream
+//! state, health probes, JWKS verifiers and the rate-limit store — its background work is
+//! started, and it is swapped in atomically. Requests in flight keep the snapshot they
+//! started with. Settings bound to sockets or threads cannot change in place: they are
+//! logged as needing a binary upgrade, and everything else still applies.
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::runtime::Runtime;
+use arc_swap::ArcSwap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub struct Reloader {
+    path: PathBuf,
+    runtime: Arc<ArcSwap<Runtime>>,
+    metrics: Arc<Metrics>,
+    /// Reloads run one at a time: a second SIGHUP waits for the first to finish.
+    lock: tokio::sync::Mutex<()>,
+}
+
+/// What a successful reload could not apply in place.
+#[derive(Debug, Default)]
+pub struct ReloadReport {
+    pub needs_upgrade: Vec<String>,
+}
+
+impl Reloader {
+    pub fn new(path: PathBuf, runtime: Arc<ArcSwap<Runtime>>, metrics: Arc<Metrics>) -> Self {
+        Reloader {
+            path,
+            runtime,
+            metrics,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Reload the config file. `Err` carries every error; the old config stays in force.
+    pub async fn reload(&self) -> Result<ReloadReport, Vec<String>> {
+        let _one_at_a_time = self.lock.lock().await;
+        let path = self.path.clone();
+        // Reading the file, loading key files and resolving names may block.
+        let loaded = tokio::task::spawn_blocking(move || Config::load(&path)).await;
+        let config = match loaded {
+            Ok(Ok(c)) => c,
+            Ok(Err(errors)) => {
+                let errors: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+                return Err(self.failed(errors));
+            }
+            Err(e) => return Err(self.failed(vec![format!("reload task failed: {e}")])),
+        };
+        let old = self.runtime.load_full();
+        let report = ReloadReport {
+            needs_upgrade: needs_upgrade(&old.config, &config),
+        };
+        let new = match Runtime::build(config, Some(&old)) {
+            Ok(rt) => rt,
+            Err(e) => return Err(self.failed(vec![e])),
+        };
+        new.prefetch_jwks().await;
+        new.start_background();
+        self.runtime.store(Arc::new(new));
+        self.metrics.config_reloads.with_label_values(&["ok"]).inc();
+        for what in &report.needs_upgrade {
+            log::warn!(
+                "config reload: {what} changed; it takes effect only after a binary upgrade (gatehouse -u)"
+            );
+        }
+        log::info!("config reloaded from {}", self.path.display());
+        Ok(report)
+    }
+
+    fn failed(&self, errors: Vec<String>) -> Vec<String> {
+        self.metrics
+            .config_reloads
+            .with_label_values(&["error"])
+            .inc();
+        log::error!(
+            "config reload from {} failed with {} error(s); the running config stays in force",
+            self.path.display(),
+            errors.len()
+        );
+        for e in &errors {
+            log::error!("  {e}");
+        }
+        errors
+    }
+}
+
+/// Settings the running process cannot change without new sockets or threads.
+fn needs_upgrade(old: &Config, new: &Config) -> Vec<String> {
+    let (o, n) = (&old.server, &new.server);
+    let mut out = Vec::new();
+    let mut check = |name: &str, changed: bool| {
+        if changed {
+            out.push(name.to_string());
+        }
+    };
+    check("listen", old.listen != new.listen);
+    check("admin.address", old.admin != new.admin);
+    check("server.threads", o.threads != n.threads);
+    check("server.pid_file", o.pid_file != n.pid_file);
+    check("server.upgrade_sock", o.upgrade_sock != n.upgrade_sock);
+    check("server.error_log", o.error_log != n.error_log);
+    check("server.grace_period", o.grace_period != n.grace_period);
+    check(
+        "server.shutdown_timeout",
+        o.shutdown_timeout != n.shutdown_timeout,
+    );
+    out
+}

@@ -1,0 +1,333 @@
+//! Reload under load, bad reloads, binary upgrades and graceful shutdown.
+
+use crate::common::*;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// A bounded client loop on loopback: requests (paced at most one per millisecond) until
+/// stopped, or 60 s / 60,000 requests, recording every answer other than 200.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    handle: Option<JoinHandle<Vec<String>>>,
+}
+
+impl Load {
+    fn start(addr: std::net::SocketAddr, path: &'static str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let (s, o) = (stop.clone(), ok.clone());
+        let handle = std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut failures = Vec::new();
+            let mut n = 0;
+            while !s.load(Ordering::SeqCst)
+                && start.elapsed() < Duration::from_secs(60)
+                && n < 60_000
+            {
+                n += 1;
+                match request(addr, "GET", path, &[], b"") {
+                    Ok(r) if r.status == 200 => {
+                        o.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(r) => failures.push(format!("status {}: {}", r.status, r.text())),
+                    Err(e) => failures.push(format!("error: {e}")),
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            failures
+        });
+        Load {
+            stop,
+            ok,
+            handle: Some(handle),
+        }
+    }
+
+    fn ok(&self) -> usize {
+        self.ok.load(Ordering::SeqCst)
+    }
+
+    /// Wait until `n` more requests succeeded (proof the loop is running).
+    fn wait_progress(&self, n: usize) {
+        let target = self.ok() + n;
+        assert!(
+            wait_until(Duration::from_secs(10), || self.ok() >= target),
+            "load loop stalled"
+        );
+    }
+
+    fn finish(mut self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        let failures = self.handle.take().unwrap().join().unwrap();
+        (self.ok(), failures)
+    }
+}
+
+fn body(up: &[EchoServer], weights: [u32; 2], extra_route: &str) -> String {
+    format!(
+        "services:\n  s:\n    balance: weighted\n    upstreams:\n{}routes:\n  - {{ name: main, match: {{ path_prefix: /v1 }}, service: s }}\n  - {{ name: {extra_route}, match: {{ path_prefix: /{extra_route} }}, service: s }}\n",
+        upstream_list(up, &weights)
+    )
+}
+
+fn reloads_ok(gw: &Gateway) -> f64 {
+    gw.metric("gatehouse_config_reloads_total", "result=\"ok\"")
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn twenty_reloads_under_load_drop_nothing_and_take_effect() {
+    let up = upstreams(2);
+    let gw = Gateway::start(&body(&up, [3, 1], "alpha"));
+    let load = Load::start(gw.addr, "/v1/x");
+    load.wait_progress(20);
+    for i in 0..20 {
+        let (weights, route) = if i % 2 == 0 {
+            ([1, 3], "beta")
+        } else {
+            ([3, 1], "alpha")
+        };
+        gw.rewrite(&body(&up, weights, route));
+        gw.signal("-HUP");
+        assert!(
+            wait_until(Duration::from_secs(10), || reloads_ok(&gw)
+                >= (i + 1) as f64),
+            "reload {i} applied; log:\n{}",
+            gw.log()
+        );
+        // the new route answers, the one it replaced is gone
+        let gone = if route == "beta" { "/alpha" } else { "/beta" };
+        assert_eq!(gw.get(&format!("/{route}")).status, 200);
+        assert_eq!(gw.get(gone).status, 404);
+    }
+    load.wait_progress(20);
+    let (ok, failures) = load.finish();
+    assert!(
+        failures.is_empty(),
+        "{} failures, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    assert!(ok > 40, "load ran ({ok} requests)");
+    // last config: weights 3:1 (i = 19 → alpha) — the split follows the reloaded weights
+    let a = (0..40).filter(|_| gw.get("/v1").upstream() == "a").count();
+    assert_eq!(a, 30, "weights 3:1 after the last reload");
+}
+
+#[test]
+fn bad_reload_keeps_the_old_config_and_counts_the_error() {
+    let up = upstreams(2);
+    let gw = Gateway::start(&body(&up, [1, 1], "alpha"));
+    gw.rewrite("services:\n  s: { upstreams: [] }\nroutes:\n  - { name: x, match: { path_prefix: /x }, service: nope }\n");
+    gw.signal("-HUP");
+    assert!(wait_until(Duration::from_secs(10), || {
+        gw.metric("gatehouse_config_reloads_total", "result=\"error\"") == Some(1.0)
+    }));
+    assert_eq!(gw.get("/alpha").status, 200, "old routes still serve");
+    assert_eq!(gw.get("/x").status, 404);
+    let log = gw.log();
+    assert!(
+        log.contains("routes[0].service: unknown service \"nope\""),
+        "{log}"
+    );
+
+    // The admin endpoint reports the errors too.
+    let r = request(gw.admin, "POST", "/admin/reload", &[], b"").unwrap();
+    assert_eq!(r.status, 422);
+    let errors = r.json()["errors"].to_string();
+    assert!(
+        errors.contains("services.s.upstreams: at least one upstream"),
+        "{errors}"
+    );
+
+    // A good file then applies, via the admin endpoint.
+    gw.rewrite(&body(&up, [1, 1], "gamma"));
+    let r = request(gw.admin, "POST", "/admin/reload", &[], b"").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(gw.get("/gamma").status, 200);
+}
+
+#[test]
+fn reload_keeps_health_and_reports_settings_needing_an_upgrade() {
+    let mut up = upstreams(2);
+    let hc = "    health_check: { type: http, path: /health, interval: 100ms, timeout: 200ms, healthy_after: 1, unhealthy_after: 1 }\n";
+    let with_hc = |route: &str, ups: &[EchoServer]| {
+        format!(
+            "services:\n  s:\n{hc}    upstreams:\n{}routes:\n  - {{ name: {route}, match: {{ path_prefix: / }}, service: s }}\n",
+            upstream_list(ups, &[])
+        )
+    };
+    let gw = Gateway::start(&with_hc("one", &up));
+    let b = up[1].addr().to_string();
+    up[1].stop();
+    assert!(wait_until(Duration::from_secs(5), || gw
+        .upstream_healthy("s", &b)
+        == Some(false)));
+    // A reload that changes only a route keeps the upstream's learned health: no traffic
+    // goes to the dead upstream after the swap.
+    gw.rewrite(&with_hc("two", &up));
+    let r = request(gw.admin, "POST", "/admin/reload", &[], b"").unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        gw.upstream_healthy("s", &b),
+        Some(false),
+        "health state carried over"
+    );
+    assert!((0..10).all(|_| gw.get("/").upstream() == "a"));
+
+    // Changing the listen address is reported as needing an upgrade; the rest applies.
+    let text = std::fs::read_to_string(&gw.config).unwrap();
+    let moved = text.replacen(
+        &format!("127.0.0.1:{}", gw.addr.port()),
+        &format!("127.0.0.1:{}", free_port()),
+        1,
+    );
+    write_atomically(&gw.config, &moved.replace("name: two", "name: three"));
+    let r = request(gw.admin, "POST", "/admin/reload", &[], b"").unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["needs_upgrade"][0], "listen");
+    assert_eq!(gw.status()["routes"][0]["name"], "three");
+    assert_eq!(gw.get("/").status, 200, "still on the old socket");
+}
+
+#[test]
+fn sigterm_finishes_in_flight_requests_then_exits() {
+    let up = upstreams(1);
+    let mut gw = Gateway::start(&format!(
+        "services:\n  s: {{ upstreams: [{{ address: \"{}\" }}] }}\nroutes:\n  - {{ name: r, match: {{ path_prefix: / }}, service: s }}\n",
+        up[0].addr()
+    ));
+    let addr = gw.addr;
+    let slow = std::thread::spawn(move || request(addr, "GET", "/sleep/800", &[], b""));
+    assert!(wait_until(Duration::from_secs(5), || up[0].requests() == 1));
+    let t = Instant::now();
+    gw.signal("-TERM");
+    let r = slow.join().unwrap().expect("in-flight request completes");
+    assert_eq!(r.status, 200);
+    let st = gw
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits after grace + timeout");
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "exit took {:?}",
+        t.elapsed()
+    );
+    let _ = st;
+}
+
+/// Daemonized gatehouse processes started from one config, killed at the end.
+struct Daemons {
+    pid_file: std::path::PathBuf,
+    seen: Vec<u32>,
+}
+
+impl Daemons {
+    fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(&self.pid_file)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for Daemons {
+    fn drop(&mut self) {
+        for pid in self.seen.iter().copied().chain(self.pid()) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+}
+
+#[test]
+fn three_binary_upgrades_under_load_fail_no_request() {
+    let up = upstreams(1);
+    let dir = scratch_dir("upgrade");
+    let (port, admin_port) = (free_port(), free_port());
+    let config = dir.join("gatehouse.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}  error_log: {}/error.log\nservices:\n  s: {{ upstreams: [{{ address: \"{}\" }}] }}\nroutes:\n  - {{ name: r, match: {{ path_prefix: / }}, service: s }}\n",
+            header_yaml(&dir, port, admin_port, ""),
+            dir.display(),
+            up[0].addr()
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap().to_string();
+    let mut daemons = Daemons {
+        pid_file: dir.join("gatehouse.pid"),
+        seen: vec![],
+    };
+    let st = Command::new(BIN).args(["-c", &cfg, "-d"]).status().unwrap();
+    assert!(st.success());
+    assert!(wait_until(Duration::from_secs(10), || daemons
+        .pid()
+        .is_some_and(alive)));
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    assert!(wait_until(Duration::from_secs(10), || request(
+        addr,
+        "GET",
+        "/",
+        &[],
+        b""
+    )
+    .is_ok()));
+
+    let load = Load::start(addr, "/");
+    load.wait_progress(10);
+    for round in 0..3 {
+        let old = daemons.pid().unwrap();
+        daemons.seen.push(old);
+        // The new process waits on upgrade_sock for the listening sockets...
+        let mut new = Command::new(BIN)
+            .args(["-c", &cfg, "-u", "-d"])
+            .spawn()
+            .unwrap();
+        // ...which the old one sends on SIGQUIT.
+        std::thread::sleep(Duration::from_millis(200)); // let the new process bind upgrade_sock
+        send_signal(old, "-QUIT");
+        assert!(
+            new.wait().unwrap().success(),
+            "upgrade {round}: new process took over"
+        );
+        assert!(
+            wait_until(Duration::from_secs(10), || daemons
+                .pid()
+                .is_some_and(|p| p != old && alive(p))),
+            "upgrade {round}: pid file names the new process"
+        );
+        // the admin listener moved too
+        assert_eq!(
+            request(admin, "GET", "/healthz", &[], b"").unwrap().status,
+            200
+        );
+        load.wait_progress(10);
+        assert!(
+            wait_until(Duration::from_secs(15), || !alive(old)),
+            "upgrade {round}: old process exits after its grace period"
+        );
+    }
+    let (ok, failures) = load.finish();
+    assert!(
+        failures.is_empty(),
+        "{} failed of {}: {:?}",
+        failures.len(),
+        ok + failures.len(),
+        failures.first()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
