@@ -527,6 +527,15 @@ fn validate_server(raw: RawServer, errors: &mut Vec<ConfigError>) -> ServerSetti
             AccessLogFormat::Json
         }
     };
+    if let Some(log) = &raw.error_log {
+        let dir = Path::new(log).parent().filter(|d| !d.as_os_str().is_empty());
+        if !dir.is_none_or(Path::is_dir) {
+            errors.push(ConfigError::new(
+                "server.error_log",
+                format!("the directory of {log:?} does not exist"),
+            ));
+        }
+    }
     if let Some(units::Size(0)) = raw.max_request_body {
         errors.push(ConfigError::new(
             "server.max_request_body",
