@@ -45,6 +45,7 @@ impl AdminApp {
         }
         // Reset first so upstreams removed by a reload disappear from the output.
         self.metrics.upstream_healthy.reset();
+        self.metrics.circuit_state.reset();
         self.metrics.inflight.reset();
         for svc in &rt.services {
             self.metrics
@@ -56,6 +57,12 @@ impl AdminApp {
                     .upstream_healthy
                     .with_label_values(&[&*svc.name, &*u.state.address])
                     .set(i64::from(svc.is_healthy(i)));
+                if svc.config.circuit_breaker.is_some() {
+                    self.metrics
+                        .circuit_state
+                        .with_label_values(&[&*svc.name, &*u.state.address])
+                        .set(u.state.breaker.state().gauge());
+                }
             }
         }
     }
@@ -102,11 +109,18 @@ impl AdminApp {
                     .iter()
                     .enumerate()
                     .map(|(i, u)| {
+                        let breaker = s.config.circuit_breaker.map(|_| {
+                            json!({
+                                "state": u.state.breaker.state().name(),
+                                "since": crate::access_log::rfc3339(u.state.breaker.since()),
+                            })
+                        });
                         json!({
                             "address": &*u.state.address,
                             "weight": u.backend.weight,
                             "healthy": s.is_healthy(i),
                             "inflight": u.state.inflight.get(),
+                            "circuit_breaker": breaker,
                         })
                     })
                     .collect();

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -22,6 +22,10 @@ struct Shared {
     name: String,
     healthy: AtomicBool,
     stopped: AtomicBool,
+    /// When non-zero, every request (but `/health`) gets this status.
+    forced_status: AtomicU16,
+    /// When set, requests are held (up to 30 s) instead of answered.
+    hang: AtomicBool,
     requests: AtomicU64,
     conns: Mutex<Vec<TcpStream>>,
 }
@@ -42,6 +46,8 @@ impl EchoServer {
             name: name.to_string(),
             healthy: AtomicBool::new(true),
             stopped: AtomicBool::new(false),
+            forced_status: AtomicU16::new(0),
+            hang: AtomicBool::new(false),
             requests: AtomicU64::new(0),
             conns: Mutex::new(Vec::new()),
         });
@@ -88,6 +94,18 @@ impl EchoServer {
     /// What `/health` answers: 200 when true, 503 when false.
     pub fn set_healthy(&self, healthy: bool) {
         self.shared.healthy.store(healthy, Ordering::SeqCst);
+    }
+
+    /// Answer every request (but `/health`) with `status`, or normally with `None`.
+    pub fn set_failing(&self, status: Option<u16>) {
+        self.shared
+            .forced_status
+            .store(status.unwrap_or(0), Ordering::SeqCst);
+    }
+
+    /// Hold requests without answering (up to 30 s each) while true.
+    pub fn set_hanging(&self, hang: bool) {
+        self.shared.hang.store(hang, Ordering::SeqCst);
     }
 
     /// Stop accepting, close every open connection, and release the port.
@@ -171,8 +189,22 @@ fn serve(conn: TcpStream, s: &Shared) {
                 _ => {}
             }
         }
-        if path == "/health" && !s.healthy.load(Ordering::SeqCst) {
-            status = 503;
+        if path == "/health" {
+            if !s.healthy.load(Ordering::SeqCst) {
+                status = 503;
+            }
+        } else {
+            let forced = s.forced_status.load(Ordering::SeqCst);
+            if forced != 0 {
+                status = forced;
+            }
+            let start = std::time::Instant::now();
+            while s.hang.load(Ordering::SeqCst)
+                && !s.stopped.load(Ordering::SeqCst)
+                && start.elapsed() < Duration::from_secs(30)
+            {
+                thread::sleep(Duration::from_millis(10));
+            }
         }
         let payload = serde_json::json!({
             "upstream": s.name,

@@ -24,6 +24,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod auth;
+pub mod breaker;
 pub mod config;
 pub mod demo;
 pub mod error;

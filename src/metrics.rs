@@ -19,6 +19,7 @@ pub struct Metrics {
     pub duration: HistogramVec,
     pub upstream_requests: IntCounterVec,
     pub upstream_healthy: IntGaugeVec,
+    pub circuit_state: IntGaugeVec,
     pub inflight: IntGaugeVec,
     pub auth_failures: IntCounterVec,
     pub config_reloads: IntCounterVec,
@@ -86,6 +87,14 @@ impl Metrics {
             &["service", "upstream"],
         )
         .expect("static metric definition");
+        let circuit_state = IntGaugeVec::new(
+            Opts::new(
+                "gatehouse_circuit_state",
+                "Circuit breaker state: 0 closed, 1 open, 2 half-open.",
+            ),
+            &["service", "upstream"],
+        )
+        .expect("static metric definition");
         let inflight = IntGaugeVec::new(
             Opts::new(
                 "gatehouse_inflight_requests",
@@ -128,6 +137,7 @@ impl Metrics {
             Box::new(duration.clone()),
             Box::new(upstream_requests.clone()),
             Box::new(upstream_healthy.clone()),
+            Box::new(circuit_state.clone()),
             Box::new(inflight.clone()),
             Box::new(auth_failures.clone()),
             Box::new(config_reloads.clone()),
@@ -144,6 +154,7 @@ impl Metrics {
             duration,
             upstream_requests,
             upstream_healthy,
+            circuit_state,
             inflight,
             auth_failures,
             config_reloads,

@@ -4,17 +4,19 @@
 //! request_filter          snapshot, request id, client IP, route (404/405/400), body limit,
 //!                         claim headers stripped, JWT + require_claims (401/403/503),
 //!                         rate limits (429, or 503 when a shared store fails closed)
-//! upstream_peer           service → selector (healthy, untried) → HttpPeer with timeouts
-//! fail_to_connect         outcome metric; retry on another upstream within `retries`
-//! upstream_request_filter strip_prefix, X-Forwarded-*, X-Real-IP, X-Request-Id
-//! error_while_proxy       outcome metric; retry idempotent requests within `retries`
-//! response_filter         X-Request-Id; attempt outcome ok
+//! upstream_peer           service → selector (healthy, breaker admits, untried) → HttpPeer
+//! fail_to_connect         attempt outcome (metric + breaker); retry elsewhere (any method)
+//! upstream_request_filter strip_prefix, X-Forwarded-*, X-Real-IP, X-Request-Id, claims
+//! upstream_response_filter attempt outcome (5xx but 501 = failure); retry idempotent 5xx
+//! error_while_proxy       attempt outcome; retry idempotent requests before any response
+//! response_filter         X-Request-Id, RateLimit-*
 //! fail_to_proxy           the one error → status/JSON mapping (error.rs)
 //! logging                 request metrics + access log
 //! ```
 
 use crate::access_log;
 use crate::auth::{self, Claims};
+use crate::breaker::Ticket;
 use crate::config::Balance;
 use crate::error::{json_body, GatewayError};
 use crate::headers;
@@ -22,7 +24,7 @@ use crate::metrics::{method_label, status_label, Metrics, Outcome};
 use crate::ratelimit::{Check, KeySpec, RateHeaders};
 use crate::routing::{self, Match};
 use crate::runtime::Runtime;
-use crate::upstream::InflightGuard;
+use crate::upstream::{InflightGuard, Selection, ServiceRuntime};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -60,6 +62,8 @@ pub struct Ctx {
     tried: Vec<usize>,
     /// Whether the current attempt's outcome is already counted.
     attempt_recorded: bool,
+    /// The current attempt's hold on its upstream's circuit breaker.
+    ticket: Option<Ticket>,
     upstream_guard: Option<InflightGuard>,
     service_guard: Option<InflightGuard>,
     /// The answer `fail_to_proxy` gives, when a phase already knows it.
@@ -71,6 +75,8 @@ pub struct Ctx {
     claims: Option<Arc<Claims>>,
     /// `RateLimit-*` values of the tightest policy, added to the response.
     rate: Option<RateHeaders>,
+    /// The last attempt's 5xx was turned into an error to retry it elsewhere.
+    retrying_status: bool,
 }
 
 impl Ctx {
@@ -94,6 +100,7 @@ impl ProxyHttp for Gateway {
             client_ip: None,
             tried: Vec::new(),
             attempt_recorded: true,
+            ticket: None,
             upstream_guard: None,
             service_guard: None,
             error: None,
@@ -101,6 +108,7 @@ impl ProxyHttp for Gateway {
             body_seen: 0,
             claims: None,
             rate: None,
+            retrying_status: false,
         }
     }
 
@@ -249,23 +257,23 @@ impl ProxyHttp for Gateway {
         let svc = &rt.services[route.service];
         if ctx.service_guard.is_none() {
             ctx.service_guard = Some(svc.inflight.begin());
+            svc.retry_budget.deposit();
         }
         let key = if svc.config.balance == Balance::ConsistentHash {
             hash_key(session, ctx, &svc.config.hash_key)
         } else {
             Vec::new()
         };
-        let Some(i) = svc.select(&key, &ctx.tried) else {
-            let retry_after = svc
-                .config
-                .health_check
-                .as_ref()
-                .map_or(1, |h| h.interval.as_secs().max(1));
-            ctx.error = Some(GatewayError::NoHealthyUpstream { retry_after });
-            return Error::e_explain(HTTPStatus(503), "no healthy upstream");
+        let (i, ticket) = match svc.select(&key, &ctx.tried) {
+            Selection::Chosen(i, ticket) => (i, ticket),
+            Selection::Unavailable { retry_after } => {
+                ctx.error = Some(GatewayError::NoHealthyUpstream { retry_after });
+                return Error::e_explain(HTTPStatus(503), "no healthy upstream");
+            }
         };
         ctx.tried.push(i);
         ctx.attempt_recorded = false;
+        ctx.ticket = Some(ticket);
         ctx.upstream_guard = Some(svc.upstreams[i].state.inflight.begin());
         Ok(Box::new(svc.peer(i)))
     }
@@ -282,11 +290,11 @@ impl ProxyHttp for Gateway {
             ConnectRefused => Outcome::Refused,
             _ => Outcome::Error,
         };
-        self.record_attempt(ctx, outcome);
+        self.finish_attempt(ctx, outcome);
         ctx.upstream_guard = None;
-        // Nothing reached the upstream: any method may go to another upstream.
-        let allowed = self.retries_left(ctx);
-        e.set_retry(allowed);
+        // Nothing reached the upstream: any method may go to another upstream, and the
+        // retry adds no upstream load, so it is bounded by `attempts` only.
+        e.set_retry(attempts_left(ctx));
         e
     }
 
@@ -296,21 +304,49 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         e: Box<Error>,
         ctx: &mut Ctx,
-        client_reused: bool,
+        _client_reused: bool,
     ) -> Box<Error> {
         let outcome = match e.etype() {
             ReadTimedout | WriteTimedout => Outcome::Timeout,
             _ => Outcome::Error,
         };
-        self.record_attempt(ctx, outcome);
+        // A 5xx already counted in upstream_response_filter is not counted twice.
+        self.finish_attempt(ctx, outcome);
+        ctx.upstream_guard = None;
         let mut e = e.more_context(format!("Peer: {peer}"));
-        let idempotent = session.req_header().method.is_idempotent();
-        if !idempotent || session.as_ref().retry_buffer_truncated() || !self.retries_left(ctx) {
-            e.set_retry(false);
-        } else {
-            e.retry.decide_reuse(client_reused);
-        }
+        // The upstream may have acted on the request: retry only what is safe to repeat,
+        // whose body can be replayed, before anything reached the client.
+        let safe = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated()
+            && session.response_written().is_none();
+        e.set_retry(safe && self.may_retry(ctx));
         e
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if resp.status.is_informational() {
+            return Ok(());
+        }
+        let code = resp.status.as_u16();
+        let failed = code >= 500 && code != 501;
+        self.finish_attempt(ctx, if failed { Outcome::Error } else { Outcome::Ok });
+        if failed
+            && session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated()
+            && session.response_written().is_none()
+            && self.another_upstream_exists(ctx)
+            && self.may_retry(ctx)
+        {
+            // Not sent downstream: error_while_proxy sees this and the loop retries.
+            ctx.retrying_status = true;
+            return Error::e_explain(HTTPStatus(code), "upstream 5xx, retrying elsewhere");
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(
@@ -388,9 +424,6 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if !resp.status.is_informational() {
-            self.record_attempt(ctx, Outcome::Ok);
-        }
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
         if let Some(rate) = &ctx.rate {
             for (name, value) in crate::error::rate_headers(rate) {
@@ -470,6 +503,8 @@ impl ProxyHttp for Gateway {
         }
         ctx.upstream_guard = None;
         ctx.service_guard = None;
+        // An attempt without an outcome (the client left) gives its probe slot back.
+        ctx.ticket = None;
     }
 }
 
@@ -528,27 +563,33 @@ impl Gateway {
         }
     }
 
-    fn record_attempt(&self, ctx: &mut Ctx, outcome: Outcome) {
+    /// Count the current attempt's outcome exactly once: the metric, and the breaker
+    /// (anything but `Ok` is a failure).
+    fn finish_attempt(&self, ctx: &mut Ctx, outcome: Outcome) {
         if ctx.attempt_recorded {
             return;
         }
         ctx.attempt_recorded = true;
-        let Some(rt) = ctx.rt.as_ref() else { return };
-        let (Some(route), Some(&i)) = (ctx.route(rt), ctx.tried.last()) else {
+        if let Some(ticket) = ctx.ticket.take() {
+            ticket.record(outcome == Outcome::Ok);
+        }
+        let (Some(svc), Some(&i)) = (service(ctx), ctx.tried.last()) else {
             return;
         };
-        let svc = &rt.services[route.service];
         self.metrics
             .record_attempt(&svc.name, &svc.upstreams[i].state.address, outcome);
     }
 
-    /// Whether another attempt is allowed: the first try plus `retries`.
-    fn retries_left(&self, ctx: &Ctx) -> bool {
-        let Some(rt) = ctx.rt.as_ref() else {
-            return false;
-        };
-        ctx.route(rt)
-            .is_some_and(|r| ctx.tried.len() <= rt.services[r.service].config.retries as usize)
+    /// Whether a request the upstream already received may be sent again: within the
+    /// first try plus `retries`, and within the service's retry budget (which this
+    /// call spends), so failing upstreams do not face a retry storm.
+    fn may_retry(&self, ctx: &Ctx) -> bool {
+        attempts_left(ctx) && service(ctx).is_some_and(|svc| svc.retry_budget.withdraw())
+    }
+
+    /// A 5xx is only worth retrying if some other upstream could answer.
+    fn another_upstream_exists(&self, ctx: &Ctx) -> bool {
+        service(ctx).is_some_and(|svc| svc.upstreams.len() > 1)
     }
 
     /// Write an error response (JSON body, `X-Request-Id`, extra headers).
@@ -575,6 +616,18 @@ impl Gateway {
         }
         Ok(())
     }
+}
+
+/// Whether the first try plus `retries` leaves another attempt.
+fn attempts_left(ctx: &Ctx) -> bool {
+    service(ctx).is_some_and(|svc| ctx.tried.len() <= svc.config.retries as usize)
+}
+
+/// The service of the matched route.
+fn service(ctx: &Ctx) -> Option<&ServiceRuntime> {
+    let rt = ctx.rt.as_deref()?;
+    let route = ctx.route(rt)?;
+    Some(&rt.services[route.service])
 }
 
 fn unix_now() -> u64 {

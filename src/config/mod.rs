@@ -11,6 +11,7 @@ pub mod raw;
 pub mod units;
 
 use crate::auth::{self, RawJwt, Verifier};
+use crate::breaker::BreakerConfig;
 use crate::ratelimit::{self, Policies, RawRateLimits, Store};
 use ipnet::IpNet;
 use raw::*;
@@ -209,6 +210,10 @@ pub struct ServiceConfig {
     pub timeouts: Timeouts,
     /// Extra tries after the first one.
     pub retries: u32,
+    /// Retries allowed per thousand recent requests, plus a floor per second.
+    pub retry_budget_permille: u32,
+    pub retry_min_per_second: u32,
+    pub circuit_breaker: Option<BreakerConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -528,7 +533,9 @@ fn validate_server(raw: RawServer, errors: &mut Vec<ConfigError>) -> ServerSetti
         }
     };
     if let Some(log) = &raw.error_log {
-        let dir = Path::new(log).parent().filter(|d| !d.as_os_str().is_empty());
+        let dir = Path::new(log)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty());
         if !dir.is_none_or(Path::is_dir) {
             errors.push(ConfigError::new(
                 "server.error_log",
@@ -704,13 +711,52 @@ fn validate_service(
             ));
         }
     }
-    let retries = raw.retries.map_or(1, |r| r.attempts);
+    let retries = raw.retries.as_ref().map_or(1, |r| r.attempts);
     if retries > 10 {
         errors.push(ConfigError::new(
             format!("{path}.retries.attempts"),
             "must be between 0 and 10",
         ));
     }
+    let ratio = raw.retries.as_ref().and_then(|r| r.budget).unwrap_or(0.2);
+    if !(0.0..=1.0).contains(&ratio) {
+        errors.push(ConfigError::new(
+            format!("{path}.retries.budget"),
+            "must be a fraction between 0 and 1 (0.2 = retries up to 20% of requests)",
+        ));
+    }
+    let floor = raw
+        .retries
+        .as_ref()
+        .and_then(|r| r.min_per_second)
+        .unwrap_or(10);
+    let circuit_breaker = raw.circuit_breaker.map(|b| {
+        let cfg = BreakerConfig {
+            failures: b.failures.unwrap_or(5),
+            open_for: b.open_for.map_or(Duration::from_secs(30), |d| d.0),
+            half_open_requests: b.half_open_requests.unwrap_or(1),
+            successes_to_close: b.successes_to_close.unwrap_or(2),
+        };
+        for (field, v) in [
+            ("failures", cfg.failures),
+            ("half_open_requests", cfg.half_open_requests),
+            ("successes_to_close", cfg.successes_to_close),
+        ] {
+            if !(1..=1000).contains(&v) {
+                errors.push(ConfigError::new(
+                    format!("{path}.circuit_breaker.{field}"),
+                    "must be between 1 and 1000",
+                ));
+            }
+        }
+        if cfg.open_for < Duration::from_millis(10) {
+            errors.push(ConfigError::new(
+                format!("{path}.circuit_breaker.open_for"),
+                "must be at least 10ms",
+            ));
+        }
+        cfg
+    });
     (errors.len() == before).then_some(ServiceConfig {
         name,
         upstreams,
@@ -719,6 +765,9 @@ fn validate_service(
         health_check,
         timeouts,
         retries,
+        retry_budget_permille: (ratio * 1000.0).round() as u32,
+        retry_min_per_second: floor,
+        circuit_breaker,
     })
 }
 

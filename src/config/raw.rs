@@ -57,6 +57,16 @@ pub struct RawService {
     pub health_check: Option<RawHealthCheck>,
     pub timeouts: Option<RawTimeouts>,
     pub retries: Option<RawRetries>,
+    pub circuit_breaker: Option<RawBreaker>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    pub failures: Option<u32>,
+    pub open_for: Option<Dur>,
+    pub half_open_requests: Option<u32>,
+    pub successes_to_close: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,6 +103,10 @@ pub struct RawTimeouts {
 #[serde(deny_unknown_fields)]
 pub struct RawRetries {
     pub attempts: u32,
+    /// Retries allowed as a fraction of recent requests (0.2 = 20%).
+    pub budget: Option<f64>,
+    /// Retries always allowed per second, whatever the ratio.
+    pub min_per_second: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

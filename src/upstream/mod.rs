@@ -7,6 +7,7 @@
 
 pub mod selector;
 
+use crate::breaker::{Admission, Breaker, RetryBudget, SystemClock, Ticket};
 use crate::config::{HealthKind, ServiceConfig};
 use async_trait::async_trait;
 use pingora::http::RequestHeader;
@@ -56,15 +57,29 @@ pub struct UpstreamState {
     pub address: Arc<str>,
     /// Requests on this upstream now (least_connections reads it).
     pub inflight: Arc<InflightCounter>,
+    /// Survives reloads with the upstream (keyed by address).
+    pub breaker: Arc<Breaker>,
 }
 
 impl UpstreamState {
-    pub fn new(address: &str) -> Self {
+    pub fn new(service: &str, address: &str) -> Self {
         UpstreamState {
             address: address.into(),
             inflight: Arc::default(),
+            breaker: Arc::new(Breaker::new(
+                &format!("{service}/{address}"),
+                Arc::new(SystemClock),
+            )),
         }
     }
+}
+
+/// The outcome of selection.
+pub enum Selection {
+    /// The upstream index and its breaker ticket.
+    Chosen(usize, Ticket),
+    /// Nothing can take the request; seconds for `Retry-After`.
+    Unavailable { retry_after: u64 },
 }
 
 /// One upstream of a service, as the runtime sees it.
@@ -94,6 +109,7 @@ pub struct ServiceRuntime {
     by_addr: HashMap<SocketAddr, usize>,
     /// Requests of this service in flight (the `gatehouse_inflight_requests` gauge).
     pub inflight: Arc<InflightCounter>,
+    pub retry_budget: RetryBudget,
 }
 
 impl ServiceRuntime {
@@ -109,7 +125,8 @@ impl ServiceRuntime {
             let state = previous
                 .and_then(|p| p.upstream_by_addr(u.addr))
                 .filter(|old| *old.address == *u.address)
-                .unwrap_or_else(|| Arc::new(UpstreamState::new(&u.address)));
+                .unwrap_or_else(|| Arc::new(UpstreamState::new(&config.name, &u.address)));
+            state.breaker.configure(config.circuit_breaker);
             states.insert(u.addr, state.clone());
             upstreams.push(Upstream {
                 backend,
@@ -167,23 +184,64 @@ impl ServiceRuntime {
             upstreams,
             by_addr,
             inflight: Arc::default(),
+            retry_budget: RetryBudget::new(
+                config.retry_budget_permille,
+                config.retry_min_per_second,
+            ),
         })
     }
 
-    /// Pick an upstream: healthy, and not yet tried by this request if another exists.
-    pub fn select(&self, key: &[u8], tried: &[usize]) -> Option<usize> {
+    /// Pick an upstream: healthy, admitted by its breaker, and not yet tried by this
+    /// request if another one qualifies.
+    pub fn select(&self, key: &[u8], tried: &[usize]) -> Selection {
         let max = self.upstreams.len() * 4 + 16;
-        let fresh = self.lb.select_with(key, max, |b, healthy| {
-            healthy && !tried.iter().any(|&i| self.upstreams[i].backend == *b)
-        });
-        let pick = match fresh {
-            Some(b) => Some(b),
-            None if !tried.is_empty() => self.lb.select(key, max),
-            None => None,
-        }?;
-        pick.addr
-            .as_inet()
-            .and_then(|a| self.by_addr.get(a).copied())
+        let admitted = std::cell::Cell::new(None);
+        let accept = |b: &Backend, healthy: bool, allow_tried: bool| {
+            let Some(i) = b.addr.as_inet().and_then(|a| self.by_addr.get(a).copied()) else {
+                return false;
+            };
+            if !healthy || (!allow_tried && tried.contains(&i)) {
+                return false;
+            }
+            match self.upstreams[i].state.breaker.try_acquire() {
+                Admission::Rejected => false,
+                a => {
+                    admitted.set(Some((i, a)));
+                    true
+                }
+            }
+        };
+        let mut pick = self.lb.select_with(key, max, |b, h| accept(b, h, false));
+        if pick.is_none() && !tried.is_empty() {
+            pick = self.lb.select_with(key, max, |b, h| accept(b, h, true));
+        }
+        match (pick, admitted.get()) {
+            (Some(_), Some((i, a))) => {
+                Selection::Chosen(i, Ticket::new(self.upstreams[i].state.breaker.clone(), a))
+            }
+            _ => Selection::Unavailable {
+                retry_after: self.retry_after(),
+            },
+        }
+    }
+
+    /// Seconds until something may take traffic again: the first breaker to go
+    /// half-open, else the health-check interval.
+    fn retry_after(&self) -> u64 {
+        let now = std::time::Instant::now();
+        let breaker = self
+            .upstreams
+            .iter()
+            .filter(|u| self.lb.backends().ready(&u.backend))
+            .filter_map(|u| u.state.breaker.half_open_at())
+            .min()
+            .map(|t| t.saturating_duration_since(now).as_secs_f64().ceil() as u64);
+        let health = self
+            .config
+            .health_check
+            .as_ref()
+            .map(|h| h.interval.as_secs_f64().ceil() as u64);
+        breaker.or(health).unwrap_or(1).max(1)
     }
 
     fn upstream_by_addr(&self, addr: SocketAddr) -> Option<Arc<UpstreamState>> {

@@ -205,7 +205,7 @@ mod tests {
             .iter()
             .map(|(a, _)| {
                 let addr: SocketAddr = a.parse().unwrap();
-                (addr, Arc::new(UpstreamState::new(a)))
+                (addr, Arc::new(UpstreamState::new("s", a)))
             })
             .collect();
         let config = SelectorConfig {

@@ -12,4 +12,5 @@ mod health;
 mod operations;
 mod ratelimit;
 mod redis_store;
+mod resilience;
 mod routing;

@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Turn run.sh's raw measurements into the Markdown report (stdlib only).
+
+usage: report.py MEASUREMENTS RSS META [oha]
+
+MEASUREMENTS: tab-separated lines written by run.sh
+  wrk  body rep target rps p50 p99 cpu_us_per_req proxy_cpu_pct errors requests cpu1_busy origin_cpu_pct access_lines
+  oha  body rep target rps p50 p99 nan nan errors requests nan nan 0 rate
+RSS: target <tab> VmHWM kB (summed over the target's processes)
+"""
+
+import math
+import statistics
+import sys
+from collections import OrderedDict, defaultdict
+
+
+def median(xs):
+    xs = [x for x in xs if not math.isnan(x)]
+    return statistics.median(xs) if xs else math.nan
+
+
+def fmt(x, digits=1):
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:,.{digits}f}"
+
+
+def ratio(x):
+    return "–" if x is None or math.isnan(x) else f"{x:.2f}×"
+
+
+def main():
+    meas_path, rss_path, meta_path = sys.argv[1:4]
+    have_oha = len(sys.argv) > 4 and sys.argv[4] == "oha"
+
+    wrk = defaultdict(lambda: defaultdict(dict))  # body -> target -> rep -> fields
+    oha = defaultdict(lambda: defaultdict(dict))
+    order = OrderedDict()
+    for line in open(meas_path):
+        f = line.rstrip("\n").split("\t")
+        if len(f) < 14:
+            continue
+        kind, body, rep, target = f[0], f[1], int(f[2]), f[3]
+        order[target] = None
+        nums = [float(x) for x in f[4:14]]
+        rec = dict(
+            rps=nums[0], p50=nums[1], p99=nums[2], cpu=nums[3], cpu_pct=nums[4],
+            errors=nums[5], reqs=nums[6], cpu1=nums[7], origin_pct=nums[8], logged=nums[9],
+        )
+        (wrk if kind == "wrk" else oha)[body][target][rep] = rec
+    rss = {}
+    for line in open(rss_path):
+        name, kb = line.rstrip("\n").split("\t")
+        rss[name] = int(kb) / 1024.0
+
+    out = []
+    for line in open(meta_path):
+        out.append(f"> {line.strip()}  ")
+    out.append("")
+
+    checks = []
+    for body in wrk:
+        targets = [t for t in order if t in wrk[body]]
+        W, O = wrk[body], oha.get(body, {})
+
+        def med(src, t, k):
+            return median([r[k] for r in src.get(t, {}).values()])
+
+        def rep_ratio(t, base, k):
+            """Median over repetitions of t/base (interleaved runs pair up in time)."""
+            if base not in W or t not in W:
+                return math.nan
+            rs = [W[t][r][k] / W[base][r][k] for r in W[t] if r in W[base] and W[base][r][k] > 0]
+            return median(rs)
+
+        lat_src = O if (have_oha and O) else W
+        lat_name = "oha, fixed rate, latency-corrected" if lat_src is O else "wrk --latency, closed loop"
+        size = "2 B" if body == "small" else "16 KiB"
+        out.append(f"### /{body} ({size} body)")
+        out.append("")
+        out.append(
+            "| target | req/s | p50 ms | p99 ms | CPU µs/req | proxy CPU | peak RSS MiB | errors "
+            "| req/s vs nginx | req/s vs bare | CPU/req vs nginx | CPU/req vs bare |"
+        )
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for t in targets:
+            errors = sum(r["errors"] for r in W[t].values()) + sum(
+                r["errors"] for r in O.get(t, {}).values()
+            )
+            out.append(
+                "| {} | {} | {} | {} | {} | {}% | {} | {} | {} | {} | {} | {} |".format(
+                    t,
+                    fmt(med(W, t, "rps"), 0),
+                    fmt(med(lat_src, t, "p50"), 3),
+                    fmt(med(lat_src, t, "p99"), 3),
+                    fmt(med(W, t, "cpu"), 1),
+                    fmt(med(W, t, "cpu_pct"), 0),
+                    fmt(rss.get(t, math.nan), 1),
+                    int(errors),
+                    ratio(rep_ratio(t, "nginx", "rps")),
+                    ratio(rep_ratio(t, "bare-pingora", "rps")),
+                    ratio(rep_ratio(t, "nginx", "cpu")),
+                    ratio(rep_ratio(t, "bare-pingora", "cpu")),
+                )
+            )
+        out.append("")
+        reps = max(len(v) for v in W.values())
+        cpu1 = median([r["cpu1"] for t in targets for r in W[t].values()])
+        out.append(
+            f"req/s and CPU from wrk (-t1 -c50, closed loop); p50/p99 from {lat_name}; "
+            f"medians of {reps} interleaved repetition(s); ratios are medians of per-repetition "
+            f"ratios. CPU µs/req = proxy utime+stime over the wrk run ÷ requests (nginx: "
+            f"master+worker); proxy CPU = share of one core. Load-generator core (CPU 1) "
+            f"busy: {fmt(cpu1, 0)}% median — near 100% means the generator side, not the "
+            f"proxy, limits req/s."
+        )
+        for t in targets:
+            if t.startswith("gh-full"):
+                per = [r["logged"] / r["reqs"] for r in W[t].values() if r["reqs"] > 0]
+                out.append(
+                    f"{t}: access-log lines per request during the wrk runs: {fmt(median(per), 3)}."
+                )
+        out.append("")
+
+        # The issue's targets (small body only; the 16 KiB table is informational).
+        if body == "small":
+            def check(label, value, limit, ok):
+                checks.append(
+                    f"| {label} | {ratio(value) if isinstance(value, float) else value} | {limit} | "
+                    f"{'✅' if ok else '❌'} |"
+                )
+
+            if "gh-pass" in W and "bare-pingora" in W:
+                v = rep_ratio("gh-pass", "bare-pingora", "cpu")
+                check("gh-pass CPU/req ÷ bare Pingora", v, "≤ 1.10×", v <= 1.10)
+            if "gh-full" in W and "gh-pass" in W:
+                v = rep_ratio("gh-full", "gh-pass", "cpu")
+                check("gh-full CPU/req ÷ gh-pass", v, "≤ 1.25×", v <= 1.25)
+                v = rep_ratio("gh-full", "gh-pass", "rps")
+                check("gh-full req/s ÷ gh-pass", v, "≥ 0.80×", v >= 0.8)
+            if "gh-full" in W and "nginx" in W:
+                v = rep_ratio("gh-full", "nginx", "rps")
+                check("gh-full req/s ÷ nginx", v, "≥ 0.60×", v >= 0.6)
+            for t in targets:
+                if t.startswith("gh-") and t in rss:
+                    check(f"{t} peak RSS", f"{rss[t]:.1f} MiB", "≤ 32 MiB", rss[t] <= 32)
+
+            variants = [t for t in targets if "[" in t]
+            if variants:
+                out.append("#### Gatehouse build variants vs the current profile (same run)")
+                out.append("")
+                out.append("| variant | req/s | CPU µs/req | req/s vs current | CPU/req vs current |")
+                out.append("|---|---:|---:|---:|---:|")
+                for t in variants:
+                    base = t.split("[")[0]
+                    out.append(
+                        f"| {t} | {fmt(med(W, t, 'rps'), 0)} | {fmt(med(W, t, 'cpu'), 1)} | "
+                        f"{ratio(rep_ratio(t, base, 'rps'))} | {ratio(rep_ratio(t, base, 'cpu'))} |"
+                    )
+                out.append("")
+
+    all_errors = 0
+    for src in (wrk, oha):
+        for body in src.values():
+            for t in body.values():
+                all_errors += sum(r["errors"] for r in t.values())
+    checks.append(
+        f"| errors (all targets, all runs) | {int(all_errors)} | 0 | {'✅' if all_errors == 0 else '❌'} |"
+    )
+    out.append("### Issue targets (small body)")
+    out.append("")
+    out.append("| check | measured | target | |")
+    out.append("|---|---:|---:|---|")
+    out.extend(checks)
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()

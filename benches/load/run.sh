@@ -1,0 +1,485 @@
+#!/usr/bin/env bash
+# Gatehouse load benchmark: nginx, HAProxy, bare Pingora, Gatehouse (passthrough) and
+# Gatehouse (full pipeline) in front of one fixed nginx origin, all on loopback.
+#
+#   benches/load/run.sh [--quick] [--large] [options]
+#
+# Proxies under test run pinned to CPU 0 (all threads); the origin and the load
+# generators run on CPU 1. wrk (closed loop, 50 connections, 1 thread) gives
+# throughput and CPU per request; oha at a fixed rate (50% of the slowest target's wrk
+# throughput, the same for every target) with --latency-correction gives p50/p99.
+# Targets are interleaved (A B C D E, A B C D E, ...); the table shows medians.
+#
+# Options:
+#   --quick            1 repetition, 5 s runs (smoke test)
+#   --large            also measure the 16 KiB body (second table)
+#   --reps N           repetitions (default 3; --quick: 1)
+#   --duration S       seconds per measured run (default 10; --quick: 5)
+#   --warmup S         wrk warm-up before each measured wrk run (default 3; --quick: 1)
+#   --rate N           oha request rate (default: 50% of the slowest wrk median)
+#   --targets LIST     comma-separated subset of: nginx,haproxy,bare,gh-pass,gh-full
+#   --variant L=BIN    also run gh-pass and gh-full with another gatehouse binary,
+#                      labelled L (repeatable; for build-profile comparisons)
+#   --no-build         do not run cargo build first
+#   --perf LIST        `perf record -e cpu-clock --call-graph dwarf` the measured wrk
+#                      runs of these targets (comma-separated names, e.g. gh-pass,gh-full)
+#                      into results/perf-NAME-BODY-REP.data; their figures then include
+#                      perf's overhead (profile.sh does this and summarises)
+#   -h, --help
+#
+# Environment: BENCH_PORT_BASE (default 18080; the script uses the 100 ports from
+# there), BENCH_RESULTS (default benches/load/results), GATEHOUSE_BIN, BARE_BIN.
+#
+# Output: a Markdown table on stdout and in results/latest.md; raw logs in
+# results/*.log (git-ignored).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+RESULTS=${BENCH_RESULTS:-$HERE/results}
+PORT_BASE=${BENCH_PORT_BASE:-18080}
+GATEHOUSE_BIN=${GATEHOUSE_BIN:-$ROOT/target/release/gatehouse}
+BARE_BIN=${BARE_BIN:-$ROOT/target/release/examples/bare_proxy}
+
+QUICK=0 LARGE=0 BUILD=1 REPS= DURATION= WARMUP= RATE= PERF_TARGET=
+TARGET_LIST=nginx,haproxy,bare,gh-pass,gh-full
+VARIANTS=()
+
+die() { echo "run.sh: $*" >&2; exit 1; }
+log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+
+while [ $# -gt 0 ]; do
+    case $1 in
+        --quick) QUICK=1 ;;
+        --large) LARGE=1 ;;
+        --reps) REPS=${2:?--reps N}; shift ;;
+        --duration) DURATION=${2:?--duration S}; shift ;;
+        --warmup) WARMUP=${2:?--warmup S}; shift ;;
+        --rate) RATE=${2:?--rate N}; shift ;;
+        --targets) TARGET_LIST=${2:?--targets LIST}; shift ;;
+        --variant) VARIANTS+=("${2:?--variant LABEL=BIN}"); shift ;;
+        --no-build) BUILD=0 ;;
+        --perf) PERF_TARGET=${2:?--perf LIST}; shift ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown option $1 (see --help)" ;;
+    esac
+    shift
+done
+if [ "$QUICK" = 1 ]; then
+    REPS=${REPS:-1} DURATION=${DURATION:-5} WARMUP=${WARMUP:-1}
+else
+    REPS=${REPS:-3} DURATION=${DURATION:-10} WARMUP=${WARMUP:-3}
+fi
+for n in "$REPS" "$DURATION" "$WARMUP" ${RATE:+"$RATE"}; do
+    [[ $n =~ ^[0-9]+$ && $n -gt 0 ]] || die "not a positive integer: $n"
+done
+[[ $PORT_BASE =~ ^[0-9]+$ && $PORT_BASE -ge 1024 && $PORT_BASE -le 65400 ]] ||
+    die "BENCH_PORT_BASE must be 1024..65400"
+
+# ---------------------------------------------------------------- tools
+need() {
+    command -v "$1" >/dev/null 2>&1 || die "$1 not found. $2"
+}
+APT="install it with: apt-get install -y nginx-light haproxy wrk"
+need nginx "$APT"
+need haproxy "$APT"
+need wrk "$APT"
+need taskset "(util-linux) apt-get install -y util-linux"
+need curl "apt-get install -y curl"
+need ss "apt-get install -y iproute2"
+need python3 "apt-get install -y python3"
+need timeout "(coreutils)"
+[ "$(nproc)" -ge 2 ] || die "needs at least 2 CPUs (proxy on CPU 0, origin and load on CPU 1)"
+if [ -n "$PERF_TARGET" ]; then need perf "apt-get install -y linux-perf"; fi
+OHA=$(command -v oha || true)
+[ -z "$OHA" ] && [ -x "$HOME/.cargo/bin/oha" ] && OHA=$HOME/.cargo/bin/oha
+if [ -z "$OHA" ]; then
+    log "WARNING: oha not found (cargo install oha --locked); latency falls back to wrk --latency"
+    log "WARNING: wrk is closed-loop, so its p50/p99 suffer from coordinated omission"
+fi
+
+if [ "$BUILD" = 1 ]; then
+    need cargo "install Rust (rustup)"
+    log "cargo build --release --bin gatehouse --example bare_proxy"
+    (cd "$ROOT" && cargo build --release --bin gatehouse --example bare_proxy) >&2
+fi
+
+# ---------------------------------------------------------------- targets
+# Parallel arrays, one entry per target.
+T_NAME=() T_KIND=() T_PORT=() T_BIN=() T_CONF=()
+ORIGIN_PORT=$PORT_BASE
+next_port=$((PORT_BASE + 1))
+add_target() { # name kind bin conf
+    T_NAME+=("$1") T_KIND+=("$2") T_BIN+=("$3") T_CONF+=("$4") T_PORT+=("$next_port")
+    next_port=$((next_port + 1))
+}
+IFS=, read -r -a wanted <<<"$TARGET_LIST"
+for t in "${wanted[@]}"; do
+    case $t in
+        nginx) add_target nginx nginx nginx "$HERE/nginx-proxy.conf.in" ;;
+        haproxy) add_target haproxy haproxy haproxy "$HERE/haproxy.cfg.in" ;;
+        bare) add_target bare-pingora bare "$BARE_BIN" - ;;
+        gh-pass) add_target gh-pass gatehouse "$GATEHOUSE_BIN" "$HERE/gatehouse-passthrough.yaml" ;;
+        gh-full) add_target gh-full gatehouse "$GATEHOUSE_BIN" "$HERE/gatehouse-full.yaml" ;;
+        *) die "unknown target $t (nginx,haproxy,bare,gh-pass,gh-full)" ;;
+    esac
+done
+for v in ${VARIANTS[@]+"${VARIANTS[@]}"}; do
+    label=${v%%=*} bin=${v#*=}
+    [[ $v == *=* && -n $label && $label =~ ^[A-Za-z0-9._-]+$ ]] || die "--variant wants LABEL=BIN, got $v"
+    [ -x "$bin" ] || die "--variant $label: $bin is not an executable"
+    add_target "gh-pass[$label]" gatehouse "$bin" "$HERE/gatehouse-passthrough.yaml"
+    add_target "gh-full[$label]" gatehouse "$bin" "$HERE/gatehouse-full.yaml"
+done
+NT=${#T_NAME[@]}
+[ "$NT" -gt 0 ] || die "no targets"
+for i in $(seq 0 $((NT - 1))); do
+    case ${T_KIND[$i]} in
+        bare|gatehouse) [ -x "${T_BIN[$i]}" ] || die "${T_BIN[$i]} not built (drop --no-build, or cargo build --release --bin gatehouse --example bare_proxy)" ;;
+    esac
+done
+if [ -n "$PERF_TARGET" ]; then
+    IFS=, read -r -a perf_wanted <<<"$PERF_TARGET"
+    for p in "${perf_wanted[@]}"; do
+        found=0
+        for n in "${T_NAME[@]}"; do [ "$n" = "$p" ] && found=1; done
+        [ "$found" = 1 ] || die "--perf $p: not a target of this run (${T_NAME[*]})"
+    done
+fi
+perf_this() { [[ ,$PERF_TARGET, == *",$1,"* ]]; }
+
+# Every port this run listens on must be free: the origin, the targets, the gatehouse
+# admin ports (target port + 50).
+PORTS=("$ORIGIN_PORT")
+for i in $(seq 0 $((NT - 1))); do
+    PORTS+=("${T_PORT[$i]}")
+    [ "${T_KIND[$i]}" = gatehouse ] && PORTS+=($((T_PORT[i] + 50)))
+done
+busy=$(ss -Htln | awk '{print $4}' | sed 's/.*://' | sort -u)
+for p in "${PORTS[@]}"; do
+    if grep -qx "$p" <<<"$busy"; then
+        die "port $p is busy (ss -ltnp | grep :$p); stop whatever holds it or set BENCH_PORT_BASE"
+    fi
+done
+
+# ---------------------------------------------------------------- processes
+mkdir -p "$RESULTS"
+RUNDIR=$(mktemp -d /tmp/gatehouse-bench.XXXXXX)
+STAMP=$(date +%Y%m%d-%H%M%S)
+MEAS=$RESULTS/measurements.log
+: >"$MEAS"
+PIDS=()     # everything started, for the trap
+T_PID=()    # the process measured, per target
+T_PIDS=()   # space-separated: every process of the target (nginx: master + worker)
+LOADPID=    # the load generator currently running
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    [ -n "$LOADPID" ] && kill "$LOADPID" 2>/dev/null || true
+    # SIGINT is the fast stop of nginx and Pingora (Pingora's SIGTERM would wait out its
+    # grace period); HAProxy in -db mode stays up on SIGINT, hence SIGTERM, then SIGKILL.
+    local sig alive
+    for sig in INT TERM KILL; do
+        alive=0
+        for pid in ${PIDS[@]+"${PIDS[@]}"}; do
+            kill -0 "$pid" 2>/dev/null && { alive=1; kill -"$sig" "$pid" 2>/dev/null || true; }
+        done
+        [ "$alive" = 0 ] && break
+        for _ in $(seq 1 30); do
+            alive=0
+            for pid in ${PIDS[@]+"${PIDS[@]}"}; do kill -0 "$pid" 2>/dev/null && alive=1; done
+            [ "$alive" = 0 ] && break
+            sleep 0.1
+        done
+        [ "$alive" = 0 ] && break
+    done
+    wait 2>/dev/null || true
+    rm -rf "$RUNDIR"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+fill() { # template out port
+    sed -e "s|@RUNDIR@|$RUNDIR|g" -e "s|@ORIGIN_PORT@|$ORIGIN_PORT|g" -e "s|@PORT@|$3|g" "$1" >"$2"
+}
+
+wait_http() { # pid port path [header]
+    local i pid=$1
+    shift
+    for i in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        if curl -fsS -o /dev/null --max-time 1 ${3:+-H "$3"} "http://127.0.0.1:$1$2" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# Run copies of the binaries: a cargo build elsewhere cannot swap them mid-run.
+mkdir -p "$RUNDIR/bin"
+for i in $(seq 0 $((NT - 1))); do
+    case ${T_KIND[$i]} in
+        bare|gatehouse)
+            copy=$RUNDIR/bin/$(echo "${T_NAME[$i]}" | tr -c 'A-Za-z0-9._\n-' _)
+            cp "${T_BIN[$i]}" "$copy"
+            T_BIN[i]=$copy
+            ;;
+    esac
+done
+cp "$GATEHOUSE_BIN" "$RUNDIR/bin/gatehouse-token"
+GATEHOUSE_BIN=$RUNDIR/bin/gatehouse-token
+
+# The origin's files.
+mkdir -p "$RUNDIR/www" "$RUNDIR/nginx-origin-tmp" "$RUNDIR/nginx-proxy-tmp"
+printf ok >"$RUNDIR/www/small"
+head -c 16384 /dev/zero | tr '\0' x >"$RUNDIR/www/large"
+
+fill "$HERE/nginx-origin.conf.in" "$RUNDIR/nginx-origin.conf" -
+taskset -c 1 nginx -p "$RUNDIR" -e "$RUNDIR/nginx-origin.error.log" -c "$RUNDIR/nginx-origin.conf" \
+    2>"$RESULTS/origin.log" &
+ORIGIN_PID=$!
+PIDS+=("$ORIGIN_PID")
+wait_http "$ORIGIN_PID" "$ORIGIN_PORT" /small || die "origin did not come up (see $RESULTS/origin.log)"
+ORIGIN_PIDS="$ORIGIN_PID $(pgrep -P "$ORIGIN_PID" | tr '\n' ' ')"
+
+export BENCH_JWT_SECRET
+BENCH_JWT_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+TOKEN=$(BENCH_JWT_SECRET=$BENCH_JWT_SECRET "$GATEHOUSE_BIN" token --secret-env BENCH_JWT_SECRET --sub bench --ttl 1h)
+AUTH="Authorization: Bearer $TOKEN"
+
+for i in $(seq 0 $((NT - 1))); do
+    name=${T_NAME[$i]} port=${T_PORT[$i]} slug=${T_NAME[$i]//[\[\]]/_}
+    out=$RESULTS/$slug.stderr.log
+    case ${T_KIND[$i]} in
+        nginx)
+            fill "${T_CONF[$i]}" "$RUNDIR/nginx-proxy.conf" "$port"
+            taskset -a -c 0 nginx -p "$RUNDIR" -e "$RUNDIR/nginx-proxy.error.log" \
+                -c "$RUNDIR/nginx-proxy.conf" 2>"$out" &
+            ;;
+        haproxy)
+            fill "${T_CONF[$i]}" "$RUNDIR/haproxy.cfg" "$port"
+            haproxy -c -q -f "$RUNDIR/haproxy.cfg" >"$out" 2>&1 || die "haproxy config invalid (see $out)"
+            taskset -a -c 0 haproxy -db -f "$RUNDIR/haproxy.cfg" 2>"$out" &
+            ;;
+        bare)
+            taskset -a -c 0 "${T_BIN[$i]}" "127.0.0.1:$ORIGIN_PORT" "127.0.0.1:$port" 2>"$out" &
+            ;;
+        gatehouse)
+            mkdir -p "$RUNDIR/$slug"
+            env GH_LISTEN="127.0.0.1:$port" GH_ADMIN="127.0.0.1:$((port + 50))" \
+                GH_ORIGIN="127.0.0.1:$ORIGIN_PORT" GH_RUNDIR="$RUNDIR/$slug" \
+                "${T_BIN[$i]}" -c "${T_CONF[$i]}" -t >/dev/null 2>"$out" ||
+                die "$name: config rejected (see $out)"
+            # stderr to a file (appending, so it can be truncated between runs): the
+            # full pipeline's JSON access log really gets written.
+            env GH_LISTEN="127.0.0.1:$port" GH_ADMIN="127.0.0.1:$((port + 50))" \
+                GH_ORIGIN="127.0.0.1:$ORIGIN_PORT" GH_RUNDIR="$RUNDIR/$slug" \
+                taskset -a -c 0 "${T_BIN[$i]}" -c "${T_CONF[$i]}" 2>>"$out" &
+            ;;
+    esac
+    pid=$!
+    PIDS+=("$pid")
+    T_PID+=("$pid")
+    wait_http "$pid" "$port" /small "$AUTH" || die "$name did not come up on port $port (see $out)"
+    if [ "${T_KIND[$i]}" = nginx ]; then
+        T_PIDS+=("$pid $(pgrep -P "$pid" | tr '\n' ' ')")
+    else
+        T_PIDS+=("$pid")
+    fi
+    # The same bytes through every target.
+    for path in small large; do
+        got=$(curl -fsS --max-time 2 -H "$AUTH" "http://127.0.0.1:$port/$path" | wc -c)
+        want=$(wc -c <"$RUNDIR/www/$path")
+        [ "$got" = "$want" ] || die "$name: /$path gave $got bytes, want $want"
+    done
+    if [[ $name == gh-full* ]]; then
+        code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$port/small")
+        [ "$code" = 401 ] || die "$name: a request without a token got $code, want 401 (is auth on?)"
+    fi
+    log "started $name (pid $pid) on 127.0.0.1:$port"
+done
+
+# ---------------------------------------------------------------- measuring
+ticks() { # pids... -> utime+stime clock ticks, summed
+    local t=0 pid f
+    for pid in "$@"; do
+        if f=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null); then
+            set -- $f
+            t=$((t + ${12} + ${13}))
+        fi
+    done
+    echo "$t"
+}
+cpu_busy() { # cpuN -> "busy total" jiffies
+    awk -v c="$1" '$1 == c { b = $2 + $3 + $4 + $7 + $8; print b, b + $5 + $6 }' /proc/stat
+}
+HZ=$(getconf CLK_TCK)
+
+to_ms() { # wrk latency like 1.23ms / 456.00us / 1.2s -> ms
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000
+        printf "%.3f", n }'
+}
+
+run_wrk() { # i path seconds out
+    local port=${T_PORT[$1]}
+    LOADPID=
+    taskset -c 1 timeout $(($3 + 15)) wrk -t1 -c50 -d"$3"s --latency -H "$AUTH" \
+        "http://127.0.0.1:$port$2" >"$4" 2>&1 &
+    LOADPID=$!
+    wait "$LOADPID" || die "wrk failed on ${T_NAME[$1]} (see $4)"
+    LOADPID=
+}
+
+access_lines() { # i -> lines in the target's stderr file (gh-full: the access log)
+    local f=$RESULTS/${T_NAME[$1]//[\[\]]/_}.stderr.log
+    if [[ ${T_NAME[$1]} == gh-full* ]]; then wc -l <"$f"; else echo 0; fi
+}
+truncate_log() {
+    local f=$RESULTS/${T_NAME[$1]//[\[\]]/_}.stderr.log
+    [[ ${T_NAME[$1]} == gh-full* ]] && : >"$f"
+    return 0
+}
+
+measure_wrk() { # body rep i
+    local body=$1 rep=$2 i=$3 name=${T_NAME[$3]} path=/$1
+    local slug=${name//[\[\]]/_}
+    local out=$RESULTS/wrk-$body-$slug-$rep.log
+    run_wrk "$i" "$path" "$WARMUP" "$RESULTS/wrk-warmup.log"
+    truncate_log "$i"
+    # shellcheck disable=SC2086
+    local c0 o0 b0 perfpid=
+    if [ -n "$PERF_TARGET" ] && perf_this "$name"; then
+        perf record -q -e cpu-clock -F 999 --call-graph dwarf,16384 -p "${T_PID[$i]}" \
+            -o "$RESULTS/perf-$slug-$body-$rep.data" 2>"$RESULTS/perf-$slug-$body-$rep.log" &
+        perfpid=$!
+        sleep 0.3
+    fi
+    c0=$(ticks ${T_PIDS[$i]}) o0=$(ticks $ORIGIN_PIDS) b0=$(cpu_busy cpu1)
+    run_wrk "$i" "$path" "$DURATION" "$out"
+    local c1 o1 b1
+    c1=$(ticks ${T_PIDS[$i]}) o1=$(ticks $ORIGIN_PIDS) b1=$(cpu_busy cpu1)
+    if [ -n "$perfpid" ]; then kill -INT "$perfpid"; wait "$perfpid" || true; fi
+    local reqs rps p50 p99 non2xx sock secs
+    reqs=$(awk '/requests in/ {print $1}' "$out")
+    secs=$(awk '/requests in/ {gsub(/s,/, "", $4); print $4}' "$out")
+    rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+    p50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")
+    p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")
+    non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")
+    sock=$(awk -F'[ ,]+' '/Socket errors:/ {print $4 + $6 + $8 + $10}' "$out")
+    [ -n "$reqs" ] && [ -n "$rps" ] || die "could not parse $out"
+    local cpu_us cpu_pct gen_busy logged
+    cpu_us=$(awk -v d=$((c1 - c0)) -v n="$reqs" -v hz="$HZ" 'BEGIN { printf "%.3f", d * 1e6 / hz / n }')
+    cpu_pct=$(awk -v d=$((c1 - c0)) -v s="$secs" -v hz="$HZ" 'BEGIN { printf "%.1f", d * 100 / hz / s }')
+    gen_busy=$(awk -v a="$b0" -v b="$b1" 'BEGIN { split(a, x, " "); split(b, y, " ");
+        printf "%.1f", (y[2] > x[2]) ? (y[1] - x[1]) * 100 / (y[2] - x[2]) : 0 }')
+    local origin_pct
+    origin_pct=$(awk -v d=$((o1 - o0)) -v s="$secs" -v hz="$HZ" 'BEGIN { printf "%.1f", d * 100 / hz / s }')
+    logged=$(access_lines "$i")
+    truncate_log "$i"
+    printf 'wrk\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$body" "$rep" "$name" \
+        "$rps" "$p50" "$p99" "$cpu_us" "$cpu_pct" "$((${non2xx:-0} + ${sock:-0}))" "$reqs" \
+        "$gen_busy" "$origin_pct" "$logged" >>"$MEAS"
+    log "wrk  $body rep $rep $name: $rps req/s, ${cpu_us} us CPU/req, proxy CPU ${cpu_pct}%, CPU1 ${gen_busy}%, errors $((${non2xx:-0} + ${sock:-0}))"
+}
+
+measure_oha() { # body rep i rate
+    local body=$1 rep=$2 i=$3 rate=$4 name=${T_NAME[$3]} path=/$1
+    local slug=${name//[\[\]]/_}
+    local out=$RESULTS/oha-$body-$slug-$rep.log url="http://127.0.0.1:${T_PORT[$3]}$path"
+    local warm=$((WARMUP < 2 ? WARMUP : 2))
+    for phase in warm measure; do
+        local secs=$DURATION file=$out
+        [ "$phase" = warm ] && secs=$warm file=$RESULTS/oha-warmup.log
+        taskset -c 1 timeout $((secs + 15)) "$OHA" --no-tui --output-format json \
+            -z "${secs}s" -w -q "$rate" --latency-correction -c 50 -H "$AUTH" "$url" \
+            >"$file" 2>"$file.err" &
+        LOADPID=$!
+        wait "$LOADPID" || die "oha failed on $name (see $file.err)"
+        LOADPID=
+    done
+    truncate_log "$i"
+    python3 - "$out" "$body" "$rep" "$name" "$rate" >>"$MEAS" <<'PY' || die "could not parse $out"
+import json, sys
+path, body, rep, name, rate = sys.argv[1:]
+d = json.load(open(path))
+s = d["summary"]
+lat = d.get("latencyPercentiles") or d.get("latency_percentiles") or {}
+def ms(k):
+    v = lat.get(k)
+    return "nan" if v is None else "%.3f" % (v * 1000)
+codes = d.get("statusCodeDistribution") or {}
+ok = sum(n for c, n in codes.items() if 200 <= int(c) < 300)
+bad = sum(n for c, n in codes.items() if not 200 <= int(c) < 300)
+errs = sum((d.get("errorDistribution") or {}).values())
+rps = s.get("requestsPerSec", 0.0)
+print("oha\t%s\t%s\t%s\t%.1f\t%s\t%s\tnan\tnan\t%d\t%d\tnan\tnan\t0\t%s" % (
+    body, rep, name, rps, ms("p50"), ms("p99"), bad + errs, ok + bad, rate))
+PY
+    log "oha  $body rep $rep $name: $(tail -1 "$MEAS" | cut -f5-7 | tr '\t' ' ') (req/s p50 p99 ms)"
+}
+
+# wrk --latency fallback: the latency columns come from the wrk runs.
+bodies=(small)
+[ "$LARGE" = 1 ] && bodies+=(large)
+RATES=()
+for body in "${bodies[@]}"; do
+    log "== $body body: wrk, $REPS x ${DURATION}s per target (+${WARMUP}s warm-up), interleaved"
+    for rep in $(seq 1 "$REPS"); do
+        for i in $(seq 0 $((NT - 1))); do measure_wrk "$body" "$rep" "$i"; done
+    done
+    if [ -n "$OHA" ]; then
+        if [ -n "$RATE" ]; then
+            rate=$RATE
+        else
+            rate=$(python3 - "$MEAS" "$body" <<'PY'
+import statistics, sys
+from collections import defaultdict
+by = defaultdict(list)
+for line in open(sys.argv[1]):
+    f = line.rstrip("\n").split("\t")
+    if f[0] == "wrk" and f[1] == sys.argv[2]:
+        by[f[3]].append(float(f[4]))
+print(max(1, int(0.5 * min(statistics.median(v) for v in by.values()))))
+PY
+)
+        fi
+        RATES+=("$body=$rate")
+        log "== $body body: oha at $rate req/s (--latency-correction), $REPS x ${DURATION}s per target"
+        for rep in $(seq 1 "$REPS"); do
+            for i in $(seq 0 $((NT - 1))); do measure_oha "$body" "$rep" "$i" "$rate"; done
+        done
+    fi
+done
+
+# Peak RSS after the runs.
+RSS=$RESULTS/rss.log
+: >"$RSS"
+for i in $(seq 0 $((NT - 1))); do
+    kb=0
+    for pid in ${T_PIDS[$i]}; do
+        v=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+        kb=$((kb + ${v:-0}))
+    done
+    printf '%s\t%s\n' "${T_NAME[$i]}" "$kb" >>"$RSS"
+done
+
+# ---------------------------------------------------------------- report
+{
+    echo "host: $(uname -srm), $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo))"
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "gatehouse: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' (+ uncommitted changes in src/ or Cargo.toml)')"
+    echo "versions: $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | awk '{print "HAProxy " $3}'), wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}')${OHA:+, $("$OHA" --version)}"
+    echo "settings: reps=$REPS duration=${DURATION}s warmup=${WARMUP}s wrk -t1 -c50; oha -c50 --latency-correction${RATES[*]:+ rate ${RATES[*]}}"
+    [ -n "$OHA" ] || echo "latency: oha not installed, p50/p99 are from wrk --latency (closed loop: coordinated omission, not honest tail latency)"
+    [ -n "$PERF_TARGET" ] && echo "perf: $PERF_TARGET recorded with perf during the wrk runs (those figures include perf's overhead)"
+} >"$RESULTS/meta.log"
+python3 "$HERE/report.py" "$MEAS" "$RSS" "$RESULTS/meta.log" "${OHA:+oha}" | tee "$RESULTS/latest.md"
+cp "$RESULTS/latest.md" "$RESULTS/$STAMP.md.log"
+log "saved $RESULTS/latest.md"

@@ -1,0 +1,68 @@
+//! The baseline for `benches/load/run.sh`: the smallest Pingora `ProxyHttp` that
+//! forwards every request to one origin, with nothing of Gatehouse's pipeline.
+//! Whatever Gatehouse costs above this is Gatehouse's own.
+//!
+//! ```text
+//! BARE_ORIGIN=127.0.0.1:18080 BARE_LISTEN=127.0.0.1:18083 \
+//!     cargo run --release --example bare_proxy
+//! cargo run --release --example bare_proxy -- 127.0.0.1:18080 127.0.0.1:18083
+//! ```
+//!
+//! Arguments (origin, then listen) win over the environment (`BARE_ORIGIN`,
+//! `BARE_LISTEN`); `BARE_THREADS` sets the worker threads (default 1).
+
+use async_trait::async_trait;
+use pingora::prelude::*;
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::server::configuration::ServerConf;
+use std::net::SocketAddr;
+
+struct Bare {
+    peer: HttpPeer,
+}
+
+#[async_trait]
+impl ProxyHttp for Bare {
+    type CTX = ();
+
+    fn new_ctx(&self) -> Self::CTX {}
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(self.peer.clone()))
+    }
+}
+
+fn setting(arg: Option<String>, var: &str, default: &str) -> String {
+    arg.or_else(|| std::env::var(var).ok())
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn main() {
+    env_logger::init();
+    let mut args = std::env::args().skip(1);
+    let origin = setting(args.next(), "BARE_ORIGIN", "127.0.0.1:18080");
+    let listen = setting(args.next(), "BARE_LISTEN", "127.0.0.1:18083");
+    let threads = setting(None, "BARE_THREADS", "1");
+
+    let origin: SocketAddr = origin
+        .parse()
+        .unwrap_or_else(|e| panic!("origin {origin:?}: {e}"));
+    let threads: usize = threads
+        .parse()
+        .unwrap_or_else(|e| panic!("BARE_THREADS {threads:?}: {e}"));
+
+    let conf = ServerConf {
+        threads,
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let bare = Bare {
+        peer: HttpPeer::new(origin, false, String::new()),
+    };
+    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, bare);
+    proxy.add_tcp(&listen);
+    server.add_service(proxy);
+    server.run_forever();
+}
