@@ -21,8 +21,11 @@ pub enum GatewayError {
     BodyTooLarge,
     /// No, or an invalid, bearer token on an auth route (503 when no JWKS was ever fetched).
     Unauthorized(AuthError),
-    /// Authenticated, but `require_claims` is not met.
+    /// Authenticated, but `require_claims` is not met; or the client IP is not allowed;
+    /// or a CORS preflight from an origin or for a method the route does not allow.
     Forbidden,
+    /// `Upgrade: websocket` on a route without `websocket: true`.
+    WebSocketNotAllowed,
     /// A rate-limit policy refused; the tightest policy's headers.
     RateLimited(Box<RateHeaders>),
     /// The shared rate-limit store failed and `on_error: deny` is configured.
@@ -46,6 +49,7 @@ impl GatewayError {
             GatewayError::BodyTooLarge => 413,
             GatewayError::Unauthorized(e) => e.status(),
             GatewayError::Forbidden => 403,
+            GatewayError::WebSocketNotAllowed => 403,
             GatewayError::RateLimited(_) => 429,
             GatewayError::RateLimitUnavailable => 503,
             GatewayError::NoHealthyUpstream { .. } => 503,
@@ -65,6 +69,7 @@ impl GatewayError {
             GatewayError::BodyTooLarge => "body_too_large",
             GatewayError::Unauthorized(e) => e.reason(),
             GatewayError::Forbidden => "forbidden",
+            GatewayError::WebSocketNotAllowed => "websocket_not_allowed",
             GatewayError::RateLimited(_) => "rate_limited",
             GatewayError::RateLimitUnavailable => "rate_limit_unavailable",
             GatewayError::NoHealthyUpstream { .. } => "no_healthy_upstream",
@@ -105,6 +110,7 @@ impl GatewayError {
             | GatewayError::BadRequest
             | GatewayError::BodyTooLarge
             | GatewayError::Forbidden
+            | GatewayError::WebSocketNotAllowed
             | GatewayError::UpstreamFailed
             | GatewayError::UpstreamTimeout
             | GatewayError::Internal => vec![],

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub rate_limited: IntCounterVec,
+    pub cache_requests: IntCounterVec,
     /// Redis store failures answered per `on_error` (synced from the store at scrape).
     pub rate_store_errors: prometheus::IntCounter,
 }
@@ -127,6 +128,14 @@ impl Metrics {
             &["route", "policy"],
         )
         .expect("static metric definition");
+        let cache_requests = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_cache_requests_total",
+                "Cacheable requests on cached routes, by result (hit, miss).",
+            ),
+            &["route", "result"],
+        )
+        .expect("static metric definition");
         let rate_store_errors = prometheus::IntCounter::new(
             "gatehouse_rate_limit_store_errors_total",
             "Rate-limit decisions the Redis store could not make in time (on_error applied).",
@@ -142,6 +151,7 @@ impl Metrics {
             Box::new(auth_failures.clone()),
             Box::new(config_reloads.clone()),
             Box::new(rate_limited.clone()),
+            Box::new(cache_requests.clone()),
             Box::new(rate_store_errors.clone()),
         ] {
             registry
@@ -159,6 +169,7 @@ impl Metrics {
             auth_failures,
             config_reloads,
             rate_limited,
+            cache_requests,
             rate_store_errors,
         }
     }

@@ -4,6 +4,7 @@
 //! rules under a request in flight.
 
 use crate::auth::Verifier;
+use crate::cache::RouteCache;
 use crate::config::{AccessLogFormat, Config};
 use crate::ratelimit::{self, Policy, Store};
 use crate::routing::RouteTable;
@@ -57,6 +58,11 @@ pub struct Runtime {
     pub claim_headers: Vec<HeaderName>,
     /// By route index: the policies that must all allow.
     pub route_limits: Vec<Vec<Arc<Policy>>>,
+    /// By route index: the response cache (kept across reloads by route name while
+    /// its settings are unchanged).
+    pub caches: Vec<Option<Arc<RouteCache>>>,
+    /// Whether any route compresses (compression must be armed before routing).
+    pub any_compression: bool,
     /// Long-lived across reloads unless the store settings change.
     pub rate_store: Arc<Store>,
     pub verifiers: HashMap<String, Arc<VerifierHandle>>,
@@ -129,6 +135,20 @@ impl Runtime {
             }
             _ => config.rate_store.clone(),
         };
+        let caches = config
+            .routes
+            .iter()
+            .zip(&config.route_extras)
+            .map(|(r, extra)| {
+                let policy = extra.cache?;
+                let kept = previous.and_then(|p| {
+                    let i = p.config.routes.iter().position(|o| o.name == r.name)?;
+                    p.caches.get(i)?.clone().filter(|c| *c.policy() == policy)
+                });
+                Some(kept.unwrap_or_else(|| Arc::new(RouteCache::new(policy))))
+            })
+            .collect();
+        let any_compression = config.route_extras.iter().any(|e| e.compression);
         let mut claim_headers: Vec<HeaderName> = Vec::new();
         for h in verifiers.values() {
             for (_, header) in h.verifier.claims_to_headers() {
@@ -147,6 +167,8 @@ impl Runtime {
             route_auth,
             claim_headers,
             route_limits,
+            caches,
+            any_compression,
             rate_store,
             verifiers,
         })

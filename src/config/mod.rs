@@ -12,7 +12,9 @@ pub mod units;
 
 use crate::auth::{self, RawJwt, Verifier};
 use crate::breaker::BreakerConfig;
+use crate::cache::CachePolicy;
 use crate::ratelimit::{self, Policies, RawRateLimits, Store};
+use crate::transform::{Cors, HeaderRules, IpRules};
 use ipnet::IpNet;
 use raw::*;
 use serde::de::DeserializeOwned;
@@ -75,6 +77,8 @@ pub struct Config {
     pub services: BTreeMap<String, ServiceConfig>,
     /// In file order: first match wins.
     pub routes: Vec<RouteConfig>,
+    /// Per route (same index): compiled header rules, CORS, IP rules, cache, flags.
+    pub route_extras: Vec<Arc<RouteExtras>>,
     /// The `jwt:` section as written (compared on reload to keep unchanged verifiers).
     pub jwt_raw: BTreeMap<String, RawJwt>,
     /// The verifiers built from it (keys loaded, so `-t` checks key files too).
@@ -235,6 +239,18 @@ pub struct RouteConfig {
     pub rate_limit: Vec<String>,
 }
 
+/// The compiled traffic policies of one route.
+#[derive(Debug, Default)]
+pub struct RouteExtras {
+    pub request_headers: HeaderRules,
+    pub response_headers: HeaderRules,
+    pub cors: Option<Cors>,
+    pub ip_rules: Option<IpRules>,
+    pub cache: Option<CachePolicy>,
+    pub compression: bool,
+    pub websocket: bool,
+}
+
 pub const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
     connect: Duration::from_secs(3),
     read: Duration::from_secs(30),
@@ -381,7 +397,7 @@ fn validate(tree: Value, source: &Path, errors: &mut Vec<ConfigError>) -> Option
         jwt: &jwt_raw,
         policies: &policies,
     };
-    let routes = validate_routes(take("routes"), &known, errors);
+    let (routes, route_extras) = validate_routes(take("routes"), &known, errors);
     let rate_store = rate_store?;
 
     Some(Config {
@@ -391,6 +407,7 @@ fn validate(tree: Value, source: &Path, errors: &mut Vec<ConfigError>) -> Option
         server,
         services,
         routes,
+        route_extras,
         jwt_raw,
         verifiers,
         rate_limits_raw,
@@ -903,7 +920,7 @@ fn validate_routes(
     v: Option<Value>,
     known: &Known,
     errors: &mut Vec<ConfigError>,
-) -> Vec<RouteConfig> {
+) -> (Vec<RouteConfig>, Vec<Arc<RouteExtras>>) {
     let (services, jwt) = (known.services, known.jwt);
     let items = match v {
         Some(Value::Sequence(items)) if !items.is_empty() => items,
@@ -912,11 +929,12 @@ fn validate_routes(
                 "routes",
                 "at least one route is required (a list of { name, match, service })",
             ));
-            return vec![];
+            return (vec![], vec![]);
         }
     };
     let mut names = HashSet::new();
     let mut out = Vec::new();
+    let mut extras = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
         let path = format!("routes[{i}]");
         let Some(raw) = de::<RawRoute>(item, &path, errors) else {
@@ -1022,7 +1040,40 @@ fn validate_routes(
             }
             require_claims.push((claim, values));
         }
+        let rules = |raw: &Option<crate::transform::RawHeaderRules>, key: &str| {
+            raw.as_ref().map_or(Ok(HeaderRules::default()), |r| {
+                crate::transform::build_header_rules(r, &format!("{path}.{key}"), true)
+            })
+        };
+        let extra = RouteExtras {
+            request_headers: collect(rules(&raw.request_headers, "request_headers"), errors)
+                .unwrap_or_default(),
+            response_headers: collect(rules(&raw.response_headers, "response_headers"), errors)
+                .unwrap_or_default(),
+            cors: raw.cors.as_ref().and_then(|c| {
+                collect(
+                    crate::transform::build_cors(c, &format!("{path}.cors")),
+                    errors,
+                )
+            }),
+            ip_rules: collect(
+                crate::transform::build_ip_rules(
+                    raw.allow_ips.as_deref(),
+                    raw.deny_ips.as_deref(),
+                    &path,
+                ),
+                errors,
+            )
+            .flatten(),
+            cache: raw
+                .cache
+                .as_ref()
+                .and_then(|c| collect(crate::cache::build(c, &format!("{path}.cache")), errors)),
+            compression: raw.compression,
+            websocket: raw.websocket,
+        };
         if errors.len() == before {
+            extras.push(Arc::new(extra));
             out.push(RouteConfig {
                 name: raw.name,
                 host,
@@ -1036,7 +1087,18 @@ fn validate_routes(
             });
         }
     }
-    out
+    (out, extras)
+}
+
+/// The value, or its errors appended to `errors`.
+fn collect<T>(r: Result<T, Vec<ConfigError>>, errors: &mut Vec<ConfigError>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            errors.extend(e);
+            None
+        }
+    }
 }
 
 /// `/api/users/` → `/api/users`; `/` stays `/`; `//a` → `/a`.

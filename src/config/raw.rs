@@ -121,6 +121,16 @@ pub struct RawRoute {
     pub auth: Option<String>,
     #[serde(default)]
     pub rate_limit: Vec<String>,
+    pub request_headers: Option<crate::transform::RawHeaderRules>,
+    pub response_headers: Option<crate::transform::RawHeaderRules>,
+    pub cors: Option<crate::transform::RawCors>,
+    pub allow_ips: Option<Vec<String>>,
+    pub deny_ips: Option<Vec<String>>,
+    pub cache: Option<crate::cache::RawCache>,
+    #[serde(default)]
+    pub compression: bool,
+    #[serde(default)]
+    pub websocket: bool,
     pub require_claims: Option<std::collections::BTreeMap<String, OneOrMany>>,
 }
 

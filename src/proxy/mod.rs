@@ -1,28 +1,41 @@
-//! The thin `ProxyHttp` glue: one call into a module per phase.
+//! The thin `ProxyHttp` glue: one call into a module per phase. The request-side steps
+//! live in [`request`], the response-side ones in [`response`].
 //!
 //! ```text
-//! request_filter          snapshot, request id, client IP, route (404/405/400), body limit,
-//!                         claim headers stripped, JWT + require_claims (401/403/503),
-//!                         rate limits (429, or 503 when a shared store fails closed)
+//! early_request_filter    snapshot; arm compression when some route uses it
+//! request_filter          request id, client IP, route (404/405/400), IP rules (403),
+//!                         CORS preflight (204/403), WebSocket policy (403), claim headers
+//!                         stripped, JWT + require_claims (401/403/503), rate limits (429),
+//!                         body limit (413), response cache (HIT served here)
 //! upstream_peer           service → selector (healthy, breaker admits, untried) → HttpPeer
 //! fail_to_connect         attempt outcome (metric + breaker); retry elsewhere (any method)
-//! upstream_request_filter strip_prefix, X-Forwarded-*, X-Real-IP, X-Request-Id, claims
-//! upstream_response_filter attempt outcome (5xx but 501 = failure); retry idempotent 5xx
+//! upstream_request_filter strip_prefix, X-Forwarded-*, X-Real-IP, X-Request-Id, claims,
+//!                         request header rules
+//! upstream_response_filter attempt outcome (5xx but 501 = failure); retry idempotent 5xx;
+//!                         cache: may this response be stored?
+//! upstream_response_body_filter  cache: collect, store at the end
 //! error_while_proxy       attempt outcome; retry idempotent requests before any response
-//! response_filter         X-Request-Id, RateLimit-*
+//! response_filter         X-Request-Id, RateLimit-*, X-Cache, CORS, response header rules,
+//!                         compression per route
 //! fail_to_proxy           the one error → status/JSON mapping (error.rs)
 //! logging                 request metrics + access log
 //! ```
 
+mod request;
+mod response;
+
+use request::{hash_key, request_host};
+
 use crate::access_log;
-use crate::auth::{self, Claims};
+use crate::auth::Claims;
 use crate::breaker::Ticket;
+use crate::cache::{BodyCollector, FillGuard, RouteCache};
 use crate::config::Balance;
-use crate::error::{json_body, GatewayError};
+use crate::error::GatewayError;
 use crate::headers;
 use crate::metrics::{method_label, status_label, Metrics, Outcome};
-use crate::ratelimit::{Check, KeySpec, RateHeaders};
-use crate::routing::{self, Match};
+use crate::ratelimit::RateHeaders;
+use crate::routing;
 use crate::runtime::Runtime;
 use crate::upstream::{InflightGuard, Selection, ServiceRuntime};
 use arc_swap::ArcSwap;
@@ -30,6 +43,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::compression::ResponseCompression;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::ErrorSource;
@@ -77,6 +91,16 @@ pub struct Ctx {
     rate: Option<RateHeaders>,
     /// The last attempt's 5xx was turned into an error to retry it elsewhere.
     retrying_status: bool,
+    /// The request's `Origin`, for CORS response headers.
+    origin: Option<http::HeaderValue>,
+    /// A WebSocket upgrade on a route that allows it.
+    websocket: bool,
+    cache: Option<Arc<RouteCache>>,
+    /// This request fills the cache entry others may be waiting for.
+    cache_fill: Option<FillGuard>,
+    cache_collector: Option<BodyCollector>,
+    /// `X-Cache` value on cached routes.
+    cache_status: Option<&'static str>,
 }
 
 impl Ctx {
@@ -109,123 +133,49 @@ impl ProxyHttp for Gateway {
             claims: None,
             rate: None,
             retrying_status: false,
+            origin: None,
+            websocket: false,
+            cache: None,
+            cache_fill: None,
+            cache_collector: None,
+            cache_status: None,
         }
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         let rt = self.runtime.load_full();
-        let req = session.req_header();
-        ctx.request_id = match req.headers.get("x-request-id") {
-            Some(v) if headers::sane_request_id(v.as_bytes()) => {
-                // sane ids are ASCII by construction
-                String::from_utf8_lossy(v.as_bytes()).into_owned()
-            }
-            _ => headers::new_request_id(),
-        };
-        ctx.peer_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        if let Some(peer) = ctx.peer_ip {
-            ctx.peer_trusted = headers::is_trusted(peer, &rt.trusted_proxies);
-            let xff = req.headers.get("x-forwarded-for").map(|v| v.as_bytes());
-            ctx.client_ip = Some(headers::client_ip(peer, xff, &rt.trusted_proxies));
-        }
-
-        let outcome = match request_host(req) {
-            None => Err(GatewayError::BadRequest),
-            Some(host) => {
-                let host = routing::normalise_host(host);
-                match rt.routes.lookup(&host, req.uri.path(), &req.method) {
-                    Match::Found(route) => Ok(route),
-                    Match::MethodNotAllowed(allow) => Err(GatewayError::MethodNotAllowed(allow)),
-                    Match::NotFound => Err(GatewayError::NoRoute),
-                    Match::BadPath => Err(GatewayError::BadPath),
-                }
-            }
-        };
-        let route = match outcome {
-            Ok(route) => route,
-            Err(e) => {
-                ctx.rt = Some(rt);
-                self.respond_error(session, ctx, e).await?;
-                return Ok(true);
-            }
-        };
-        // `Route` lives in the snapshot; keep its index, not a borrow.
-        ctx.route = Some(route.index);
-        let route_name = route.name.clone();
-
-        // Identity headers are the gateway's to set: never trust a client's copy.
-        let req = session.req_header_mut();
-        for h in &rt.claim_headers {
-            req.remove_header(h);
-        }
-        if let Some(Some(ra)) = rt.route_auth.get(route.index) {
-            let header = req
-                .headers
-                .get(header::AUTHORIZATION)
-                .map_or(&b""[..], |v| v.as_bytes());
-            let verdict = auth::bearer_token(header)
-                .and_then(|token| ra.verifier.verify(token, unix_now()))
-                .map_err(GatewayError::Unauthorized)
-                .and_then(|claims| {
-                    let ok = ra
-                        .require_claims
-                        .iter()
-                        .all(|(name, allowed)| claims.matches(name, allowed));
-                    if ok {
-                        Ok(claims)
-                    } else {
-                        Err(GatewayError::Forbidden)
-                    }
-                });
-            match verdict {
-                Ok(claims) => ctx.claims = Some(claims),
-                Err(e) => {
-                    let reason = e.code();
-                    if matches!(e, GatewayError::Unauthorized(_)) {
-                        self.metrics
-                            .auth_failures
-                            .with_label_values(&[&route_name, reason])
-                            .inc();
-                    }
-                    ctx.rt = Some(rt);
-                    self.respond_error(session, ctx, e).await?;
-                    return Ok(true);
-                }
-            }
-        }
-
-        if let Some(policies) = rt.route_limits.get(route.index).filter(|p| !p.is_empty()) {
-            if let Err(e) = self
-                .rate_limit(session, ctx, &route_name, policies, &rt)
-                .await
+        if rt.any_compression {
+            // The compression module reads Accept-Encoding before request_filter runs, so
+            // it is armed here and disarmed per response for routes that do not compress.
+            if let Some(c) = session
+                .downstream_modules_ctx
+                .get_mut::<ResponseCompression>()
             {
-                ctx.rt = Some(rt);
-                self.respond_error(session, ctx, e).await?;
-                return Ok(true);
-            }
-        }
-
-        if let Some(limit) = rt.max_request_body {
-            let declared = session
-                .req_header()
-                .headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            if declared.is_some_and(|n| n > limit) {
-                ctx.rt = Some(rt);
-                // The body stays unread: close rather than reuse the connection.
-                session.set_keepalive(None);
-                self.respond_error(session, ctx, GatewayError::BodyTooLarge)
-                    .await?;
-                return Ok(true);
+                c.adjust_level(response::COMPRESSION_LEVEL);
             }
         }
         ctx.rt = Some(rt);
-        Ok(false)
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let rt = match &ctx.rt {
+            Some(rt) => rt.clone(),
+            None => {
+                let rt = self.runtime.load_full();
+                ctx.rt = Some(rt.clone());
+                rt
+            }
+        };
+        self.identify(session, ctx, &rt);
+        match self.admit(session, ctx, &rt).await {
+            Ok(request::Admit::Proxy) => Ok(false),
+            Ok(request::Admit::Served) => Ok(true),
+            Err(e) => {
+                self.respond_error(session, ctx, e).await?;
+                Ok(true)
+            }
+        }
     }
 
     async fn request_body_filter(
@@ -275,7 +225,17 @@ impl ProxyHttp for Gateway {
         ctx.attempt_recorded = false;
         ctx.ticket = Some(ticket);
         ctx.upstream_guard = Some(svc.upstreams[i].state.inflight.begin());
-        Ok(Box::new(svc.peer(i)))
+        let mut peer = svc.peer(i);
+        if ctx.websocket {
+            // A WebSocket may stay quiet far longer than an HTTP read: its inactivity
+            // limit is the service's `idle` timeout, both ways.
+            let idle = Some(svc.config.timeouts.idle);
+            peer.options.read_timeout = idle;
+            peer.options.write_timeout = idle;
+            session.set_read_timeout(idle);
+            session.set_write_timeout(idle);
+        }
+        Ok(Box::new(peer))
     }
 
     fn fail_to_connect(
@@ -346,7 +306,19 @@ impl ProxyHttp for Gateway {
             ctx.retrying_status = true;
             return Error::e_explain(HTTPStatus(code), "upstream 5xx, retrying elsewhere");
         }
+        self.cache_response_header(session, resp, ctx);
         Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        self.cache_response_body(body, end_of_stream, ctx);
+        Ok(None)
     }
 
     async fn upstream_request_filter(
@@ -415,21 +387,28 @@ impl ProxyHttp for Gateway {
                 }
             }
         }
+        if ctx.cache_fill.is_some() {
+            // The cache needs a full response to store, not a 304 for this client.
+            upstream.remove_header(&header::IF_NONE_MATCH);
+            upstream.remove_header(&header::IF_MODIFIED_SINCE);
+        }
+        if let Some(i) = ctx.route {
+            let rules = &rt.config.route_extras[i].request_headers;
+            if !rules.is_empty() {
+                let vars = response::Vars::new(session.req_header(), ctx);
+                rules.apply(&mut response::ReqSink(upstream), &vars);
+            }
+        }
         Ok(())
     }
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-        if let Some(rate) = &ctx.rate {
-            for (name, value) in crate::error::rate_headers(rate) {
-                resp.insert_header(name, value)?;
-            }
-        }
+        self.decorate(session, resp, ctx);
         Ok(())
     }
 
@@ -483,6 +462,7 @@ impl ProxyHttp for Gateway {
             .with_label_values(&[route_name, service])
             .observe(elapsed.as_secs_f64());
         if let Some(rt) = rt {
+            self.count_cache_miss(ctx, rt);
             let upstream = route
                 .zip(ctx.tried.last())
                 .map(|(r, &i)| &*rt.services[r.service].upstreams[i].state.address);
@@ -503,66 +483,15 @@ impl ProxyHttp for Gateway {
         }
         ctx.upstream_guard = None;
         ctx.service_guard = None;
-        // An attempt without an outcome (the client left) gives its probe slot back.
+        // An attempt without an outcome (the client left) gives its probe slot back,
+        // and an unfinished cache fill releases its waiters.
         ctx.ticket = None;
+        ctx.cache_collector = None;
+        ctx.cache_fill = None;
     }
 }
 
 impl Gateway {
-    /// Charge every policy of the route in one store call; all must allow.
-    async fn rate_limit(
-        &self,
-        session: &Session,
-        ctx: &mut Ctx,
-        route_name: &str,
-        policies: &[Arc<crate::ratelimit::Policy>],
-        rt: &Runtime,
-    ) -> std::result::Result<(), GatewayError> {
-        let req = session.req_header();
-        let ip = ctx
-            .client_ip
-            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        let claims = ctx.claims.as_deref();
-        let claim = |name: &str| claims.and_then(|c| c.get_str(name));
-        let keys: Vec<String> = policies
-            .iter()
-            .map(|p| match &p.key {
-                KeySpec::ClientIp | KeySpec::Global => p.key.bucket_key(None, ip),
-                KeySpec::Jwt(c) => p.key.bucket_key(claim(c).as_deref(), ip),
-                KeySpec::Header(h) => p
-                    .key
-                    .bucket_key(req.headers.get(h).and_then(|v| v.to_str().ok()), ip),
-                KeySpec::Route => p.key.bucket_key(Some(route_name), ip),
-            })
-            .collect();
-        let checks: Vec<Check> = policies
-            .iter()
-            .zip(&keys)
-            .map(|(p, key)| {
-                let tier = p.tiers.as_ref().and_then(|t| claim(&t.claim));
-                Check {
-                    policy: p,
-                    key,
-                    params: p.params_for(tier.as_deref()),
-                }
-            })
-            .collect();
-        let decision = rt.rate_store.check(&checks).await;
-        if decision.allowed {
-            ctx.rate = decision.headers;
-            return Ok(());
-        }
-        let policy = decision.rejected_by.as_deref().unwrap_or("store");
-        self.metrics
-            .rate_limited
-            .with_label_values(&[route_name, policy])
-            .inc();
-        match decision.headers {
-            Some(h) => Err(GatewayError::RateLimited(Box::new(h))),
-            None => Err(GatewayError::RateLimitUnavailable),
-        }
-    }
-
     /// Count the current attempt's outcome exactly once: the metric, and the breaker
     /// (anything but `Ok` is a failure).
     fn finish_attempt(&self, ctx: &mut Ctx, outcome: Outcome) {
@@ -591,31 +520,6 @@ impl Gateway {
     fn another_upstream_exists(&self, ctx: &Ctx) -> bool {
         service(ctx).is_some_and(|svc| svc.upstreams.len() > 1)
     }
-
-    /// Write an error response (JSON body, `X-Request-Id`, extra headers).
-    async fn respond_error(
-        &self,
-        session: &mut Session,
-        ctx: &mut Ctx,
-        err: GatewayError,
-    ) -> Result<()> {
-        let body = json_body(err.code(), &ctx.request_id);
-        let status = err.status();
-        let mut resp = ResponseHeader::build(status, Some(5))?;
-        resp.insert_header(header::CONTENT_TYPE, "application/json")?;
-        resp.insert_header(header::CONTENT_LENGTH, body.len())?;
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-        for (name, value) in err.extra_headers() {
-            resp.insert_header(name, value)?;
-        }
-        ctx.own_status = status;
-        let head = session.req_header().method == http::Method::HEAD;
-        session.write_response_header(Box::new(resp), head).await?;
-        if !head {
-            session.write_response_body(Some(body), true).await?;
-        }
-        Ok(())
-    }
 }
 
 /// Whether the first try plus `retries` leaves another attempt.
@@ -628,20 +532,6 @@ fn service(ctx: &Ctx) -> Option<&ServiceRuntime> {
     let rt = ctx.rt.as_deref()?;
     let route = ctx.route(rt)?;
     Some(&rt.services[route.service])
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// The `Host` header, or the authority of an absolute-form request target.
-fn request_host(req: &RequestHeader) -> Option<&str> {
-    match req.headers.get(header::HOST) {
-        Some(v) => std::str::from_utf8(v.as_bytes()).ok(),
-        None => Some(req.uri.authority().map_or("", |a| a.as_str())),
-    }
 }
 
 /// Map a Pingora error to the answer (used when no phase set one).
@@ -666,40 +556,4 @@ fn classify(e: &Error) -> GatewayError {
             ErrorSource::Internal | ErrorSource::Unset => GatewayError::Internal,
         },
     }
-}
-
-/// The bytes a consistent-hash service hashes; other balancers ignore the key.
-fn hash_key(session: &Session, ctx: &Ctx, key: &crate::config::HashKey) -> Vec<u8> {
-    use crate::config::HashKey;
-    let req = session.req_header();
-    let from_ip = || {
-        ctx.client_ip
-            .map(|ip| ip.to_string().into_bytes())
-            .unwrap_or_default()
-    };
-    match key {
-        HashKey::ClientIp => from_ip(),
-        HashKey::Header(name) => req
-            .headers
-            .get(name)
-            .map_or_else(from_ip, |v| v.as_bytes().to_vec()),
-        HashKey::Cookie(name) => cookie(req, name).map_or_else(from_ip, |v| v.to_vec()),
-        HashKey::Claim(name) => ctx
-            .claims
-            .as_ref()
-            .and_then(|c| c.get_str(name))
-            .map_or_else(from_ip, |v| v.as_bytes().to_vec()),
-    }
-}
-
-fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a [u8]> {
-    req.headers
-        .get_all(header::COOKIE)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
-        .find_map(|pair| {
-            let pair = pair.trim_ascii();
-            let eq = pair.iter().position(|&b| b == b'=')?;
-            (&pair[..eq] == name.as_bytes()).then(|| &pair[eq + 1..])
-        })
 }

@@ -1,0 +1,388 @@
+//! The request phase: who is asking, which route, and may it pass. Each step either
+//! lets the request through, answers it (CORS preflight, cache hit) or names the
+//! [`GatewayError`] to answer with.
+
+use super::{Ctx, Gateway};
+use crate::auth;
+use crate::cache::{Lookup, RequestInfo, WaitOutcome};
+use crate::error::{json_body, GatewayError};
+use crate::headers;
+use crate::ratelimit::{Check, KeySpec};
+use crate::routing::{self, Match};
+use crate::runtime::Runtime;
+use crate::transform::Preflight;
+use http::header;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What `request_filter` does next.
+pub enum Admit {
+    /// Go upstream.
+    Proxy,
+    /// The gateway already answered (preflight, cache hit).
+    Served,
+}
+
+impl Gateway {
+    /// Request id and client address (trusted-proxy aware).
+    pub(super) fn identify(&self, session: &Session, ctx: &mut Ctx, rt: &Runtime) {
+        let req = session.req_header();
+        ctx.request_id = match req.headers.get("x-request-id") {
+            Some(v) if headers::sane_request_id(v.as_bytes()) => {
+                // sane ids are ASCII by construction
+                String::from_utf8_lossy(v.as_bytes()).into_owned()
+            }
+            _ => headers::new_request_id(),
+        };
+        ctx.peer_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        if let Some(peer) = ctx.peer_ip {
+            ctx.peer_trusted = headers::is_trusted(peer, &rt.trusted_proxies);
+            let xff = req.headers.get("x-forwarded-for").map(|v| v.as_bytes());
+            ctx.client_ip = Some(headers::client_ip(peer, xff, &rt.trusted_proxies));
+        }
+        ctx.origin = req.headers.get(header::ORIGIN).cloned();
+    }
+
+    /// Route, IP rules, CORS preflight, WebSocket policy, identity headers, JWT, rate
+    /// limits, body limit, response cache — in that order.
+    pub(super) async fn admit(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        rt: &Arc<Runtime>,
+    ) -> Result<Admit, GatewayError> {
+        let route = route(session, rt)?;
+        ctx.route = Some(route.index);
+        let route_name = route.name.clone();
+        let extra = rt.config.route_extras[route.index].clone();
+
+        if let Some(rules) = &extra.ip_rules {
+            let ip = ctx.client_ip.ok_or(GatewayError::Forbidden)?;
+            if !rules.allows(ip) {
+                return Err(GatewayError::Forbidden);
+            }
+        }
+        if let Some(cors) = &extra.cors {
+            let req = session.req_header();
+            if req.method == http::Method::OPTIONS {
+                let h = &req.headers;
+                match cors.preflight(
+                    h.get(header::ORIGIN),
+                    h.get(header::ACCESS_CONTROL_REQUEST_METHOD),
+                    h.get(header::ACCESS_CONTROL_REQUEST_HEADERS),
+                ) {
+                    Preflight::NotCors => {}
+                    Preflight::Denied => return Err(GatewayError::Forbidden),
+                    Preflight::Allowed(allow) => {
+                        self.answer_preflight(session, ctx, allow).await?;
+                        return Ok(Admit::Served);
+                    }
+                }
+            }
+        }
+        if is_websocket(session.req_header()) {
+            if !extra.websocket {
+                return Err(GatewayError::WebSocketNotAllowed);
+            }
+            ctx.websocket = true;
+        }
+
+        // Identity headers are the gateway's to set: never trust a client's copy.
+        let req = session.req_header_mut();
+        for h in &rt.claim_headers {
+            req.remove_header(h);
+        }
+        if let Some(Some(ra)) = rt.route_auth.get(route.index) {
+            let header = req
+                .headers
+                .get(header::AUTHORIZATION)
+                .map_or(&b""[..], |v| v.as_bytes());
+            let verdict = auth::bearer_token(header)
+                .and_then(|token| ra.verifier.verify(token, unix_now()))
+                .map_err(GatewayError::Unauthorized);
+            let claims = match verdict {
+                Ok(c) => c,
+                Err(e) => {
+                    self.metrics
+                        .auth_failures
+                        .with_label_values(&[&route_name, e.code()])
+                        .inc();
+                    return Err(e);
+                }
+            };
+            let ok = ra
+                .require_claims
+                .iter()
+                .all(|(name, allowed)| claims.matches(name, allowed));
+            if !ok {
+                return Err(GatewayError::Forbidden);
+            }
+            ctx.claims = Some(claims);
+        }
+
+        if let Some(policies) = rt.route_limits.get(route.index).filter(|p| !p.is_empty()) {
+            self.rate_limit(session, ctx, &route_name, policies, rt)
+                .await?;
+        }
+
+        if let Some(limit) = rt.max_request_body {
+            let declared = session
+                .req_header()
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if declared.is_some_and(|n| n > limit) {
+                // The body stays unread: close rather than reuse the connection.
+                session.set_keepalive(None);
+                return Err(GatewayError::BodyTooLarge);
+            }
+        }
+
+        if let Some(cache) = rt.caches.get(route.index).cloned().flatten() {
+            return self.cache_lookup(session, ctx, rt, cache).await;
+        }
+        Ok(Admit::Proxy)
+    }
+
+    /// Serve a hit, wait for a concurrent fill, or become the one that fills.
+    async fn cache_lookup(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        rt: &Runtime,
+        cache: Arc<crate::cache::RouteCache>,
+    ) -> Result<Admit, GatewayError> {
+        let req = session.req_header();
+        let host = request_host(req).unwrap_or("");
+        let path_and_query = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        let info = RequestInfo {
+            method: &req.method,
+            host,
+            path_and_query,
+            headers: &req.headers,
+        };
+        let lookup = cache.lookup(&info);
+        ctx.cache = Some(cache.clone());
+        let hit = match lookup {
+            Lookup::Hit(r) => r,
+            Lookup::Bypass => {
+                ctx.cache_status = Some("BYPASS");
+                return Ok(Admit::Proxy);
+            }
+            Lookup::Miss(guard) => {
+                ctx.cache_status = Some("MISS");
+                ctx.cache_fill = Some(guard);
+                return Ok(Admit::Proxy);
+            }
+            Lookup::Wait(waiter) => {
+                let limit = ctx
+                    .route(rt)
+                    .map(|r| &rt.services[r.service].config.timeouts)
+                    .map_or(Duration::from_secs(30), |t| t.connect + t.read);
+                match waiter.wait(limit).await {
+                    WaitOutcome::Hit(r) => r,
+                    WaitOutcome::Fetch => {
+                        ctx.cache_status = Some("MISS");
+                        return Ok(Admit::Proxy);
+                    }
+                }
+            }
+        };
+        self.metrics
+            .cache_requests
+            .with_label_values(&[route_label(ctx, rt), "hit"])
+            .inc();
+        ctx.cache_status = Some("HIT");
+        self.serve_cached(session, ctx, &hit)
+            .await
+            .map_err(|_| GatewayError::Internal)?;
+        Ok(Admit::Served)
+    }
+
+    async fn answer_preflight(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        allow: Vec<(http::HeaderName, http::HeaderValue)>,
+    ) -> Result<(), GatewayError> {
+        let write = async {
+            let mut resp = ResponseHeader::build(204, Some(allow.len() + 2))?;
+            for (name, value) in allow {
+                resp.append_header(name, value)?;
+            }
+            resp.insert_header(header::CONTENT_LENGTH, 0)?;
+            resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+            ctx.own_status = 204;
+            session.write_response_header(Box::new(resp), true).await
+        };
+        write.await.map_err(|_| GatewayError::Internal)
+    }
+
+    /// Charge every policy of the route in one store call; all must allow.
+    async fn rate_limit(
+        &self,
+        session: &Session,
+        ctx: &mut Ctx,
+        route_name: &str,
+        policies: &[Arc<crate::ratelimit::Policy>],
+        rt: &Runtime,
+    ) -> Result<(), GatewayError> {
+        let req = session.req_header();
+        let ip = ctx
+            .client_ip
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let claims = ctx.claims.as_deref();
+        let claim = |name: &str| claims.and_then(|c| c.get_str(name));
+        let keys: Vec<String> = policies
+            .iter()
+            .map(|p| match &p.key {
+                KeySpec::ClientIp | KeySpec::Global => p.key.bucket_key(None, ip),
+                KeySpec::Jwt(c) => p.key.bucket_key(claim(c).as_deref(), ip),
+                KeySpec::Header(h) => p
+                    .key
+                    .bucket_key(req.headers.get(h).and_then(|v| v.to_str().ok()), ip),
+                KeySpec::Route => p.key.bucket_key(Some(route_name), ip),
+            })
+            .collect();
+        let checks: Vec<Check> = policies
+            .iter()
+            .zip(&keys)
+            .map(|(p, key)| {
+                let tier = p.tiers.as_ref().and_then(|t| claim(&t.claim));
+                Check {
+                    policy: p,
+                    key,
+                    params: p.params_for(tier.as_deref()),
+                }
+            })
+            .collect();
+        let decision = rt.rate_store.check(&checks).await;
+        if decision.allowed {
+            ctx.rate = decision.headers;
+            return Ok(());
+        }
+        let policy = decision.rejected_by.as_deref().unwrap_or("store");
+        self.metrics
+            .rate_limited
+            .with_label_values(&[route_name, policy])
+            .inc();
+        match decision.headers {
+            Some(h) => Err(GatewayError::RateLimited(Box::new(h))),
+            None => Err(GatewayError::RateLimitUnavailable),
+        }
+    }
+
+    /// Write an error response (JSON body, `X-Request-Id`, extra headers).
+    pub(super) async fn respond_error(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        err: GatewayError,
+    ) -> Result<()> {
+        let body = json_body(err.code(), &ctx.request_id);
+        let status = err.status();
+        let mut resp = ResponseHeader::build(status, Some(5))?;
+        resp.insert_header(header::CONTENT_TYPE, "application/json")?;
+        resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        for (name, value) in err.extra_headers() {
+            resp.insert_header(name, value)?;
+        }
+        ctx.own_status = status;
+        let head = session.req_header().method == http::Method::HEAD;
+        session.write_response_header(Box::new(resp), head).await?;
+        if !head {
+            session.write_response_body(Some(body), true).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The route for this request, or why there is none. A CORS preflight is routed by
+/// the method it asks about, so routes need not list OPTIONS.
+fn route<'a>(session: &Session, rt: &'a Runtime) -> Result<&'a routing::Route, GatewayError> {
+    let req = session.req_header();
+    let host = request_host(req).ok_or(GatewayError::BadRequest)?;
+    let host = routing::normalise_host(host);
+    let preflight_method = (req.method == http::Method::OPTIONS
+        && req.headers.contains_key(header::ORIGIN))
+    .then(|| req.headers.get(header::ACCESS_CONTROL_REQUEST_METHOD))
+    .flatten()
+    .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok());
+    let method = preflight_method.as_ref().unwrap_or(&req.method);
+    match rt.routes.lookup(&host, req.uri.path(), method) {
+        Match::Found(route) => Ok(route),
+        Match::MethodNotAllowed(allow) => Err(GatewayError::MethodNotAllowed(allow)),
+        Match::NotFound => Err(GatewayError::NoRoute),
+        Match::BadPath => Err(GatewayError::BadPath),
+    }
+}
+
+/// `Upgrade: websocket` (other upgrades, like h2c, are not WebSocket requests).
+fn is_websocket(req: &RequestHeader) -> bool {
+    req.headers
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
+pub(super) fn route_label<'a>(ctx: &Ctx, rt: &'a Runtime) -> &'a str {
+    ctx.route(rt).map_or("none", |r| &r.name)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The `Host` header, or the authority of an absolute-form request target.
+pub(super) fn request_host(req: &RequestHeader) -> Option<&str> {
+    match req.headers.get(header::HOST) {
+        Some(v) => std::str::from_utf8(v.as_bytes()).ok(),
+        None => Some(req.uri.authority().map_or("", |a| a.as_str())),
+    }
+}
+
+/// The bytes a consistent-hash service hashes; other balancers ignore the key.
+pub(super) fn hash_key(session: &Session, ctx: &Ctx, key: &crate::config::HashKey) -> Vec<u8> {
+    use crate::config::HashKey;
+    let req = session.req_header();
+    let from_ip = || {
+        ctx.client_ip
+            .map(|ip| ip.to_string().into_bytes())
+            .unwrap_or_default()
+    };
+    match key {
+        HashKey::ClientIp => from_ip(),
+        HashKey::Header(name) => req
+            .headers
+            .get(name)
+            .map_or_else(from_ip, |v| v.as_bytes().to_vec()),
+        HashKey::Cookie(name) => cookie(req, name).map_or_else(from_ip, |v| v.to_vec()),
+        HashKey::Claim(name) => ctx
+            .claims
+            .as_ref()
+            .and_then(|c| c.get_str(name))
+            .map_or_else(from_ip, |v| v.as_bytes().to_vec()),
+    }
+}
+
+fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a [u8]> {
+    req.headers
+        .get_all(header::COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let eq = pair.iter().position(|&b| b == b'=')?;
+            (&pair[..eq] == name.as_bytes()).then(|| &pair[eq + 1..])
+        })
+}

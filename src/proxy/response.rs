@@ -1,0 +1,206 @@
+//! The response phase: what the gateway adds to every answer (request id, rate-limit
+//! headers, cache status, CORS, configured header rules, compression choice), serving
+//! and filling the response cache, and the adapters the header rules need.
+
+use super::{Ctx, Gateway};
+use crate::cache::{CachedResponse, RequestInfo};
+use crate::error::rate_headers;
+use crate::runtime::Runtime;
+use crate::transform::{HeaderSink, TemplateVars};
+use bytes::Bytes;
+use http::{header, HeaderName, HeaderValue};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::compression::ResponseCompression;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+/// gzip/brotli level for routes with `compression: true`.
+pub const COMPRESSION_LEVEL: u32 = 6;
+/// Bodies smaller than this are not worth compressing.
+pub const COMPRESSION_MIN_BYTES: u64 = 1024;
+
+impl Gateway {
+    /// Everything the gateway adds to a response, proxied or served from cache.
+    pub(super) fn decorate(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &Ctx) {
+        let _ = resp.insert_header("x-request-id", ctx.request_id.as_str());
+        if let Some(rate) = &ctx.rate {
+            for (name, value) in rate_headers(rate) {
+                let _ = resp.insert_header(name, value);
+            }
+        }
+        if let Some(status) = ctx.cache_status {
+            let _ = resp.insert_header("x-cache", status);
+        }
+        let Some(rt) = ctx.rt.as_deref() else { return };
+        let Some(i) = ctx.route else { return };
+        let extra = &rt.config.route_extras[i];
+        if let Some(cors) = &extra.cors {
+            cors.apply_response_headers(ctx.origin.as_ref(), &mut RespSink(resp));
+        }
+        if !extra.response_headers.is_empty() {
+            let vars = Vars::new(session.req_header(), ctx);
+            extra.response_headers.apply(&mut RespSink(resp), &vars);
+        }
+        if rt.any_compression {
+            let worth_it = extra.compression
+                && !ctx.websocket
+                && resp
+                    .headers
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                    .is_none_or(|n| n >= COMPRESSION_MIN_BYTES);
+            if !worth_it {
+                if let Some(c) = session
+                    .downstream_modules_ctx
+                    .get_mut::<ResponseCompression>()
+                {
+                    c.adjust_level(0);
+                }
+            }
+        }
+    }
+
+    /// Answer from the cache: the stored status, headers and body, plus `Age`.
+    pub(super) async fn serve_cached(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        hit: &CachedResponse,
+    ) -> Result<()> {
+        let mut resp = ResponseHeader::build(hit.status, Some(hit.headers.len() + 6))?;
+        for (name, value) in &hit.headers {
+            resp.append_header(name.clone(), value.clone())?;
+        }
+        resp.insert_header(header::AGE, hit.age_secs())?;
+        self.decorate(session, &mut resp, ctx);
+        ctx.own_status = hit.status;
+        let head = session.req_header().method == http::Method::HEAD || hit.body.is_empty();
+        session.write_response_header(Box::new(resp), head).await?;
+        if !head {
+            session
+                .write_response_body(Some(hit.body.clone()), true)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// On the upstream's response header: start collecting the body if this request is
+    /// filling the cache and the response may be stored; else release the waiters now.
+    pub(super) fn cache_response_header(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut Ctx,
+    ) {
+        let (Some(cache), true) = (ctx.cache.clone(), ctx.cache_fill.is_some()) else {
+            return;
+        };
+        let req = session.req_header();
+        let info = RequestInfo {
+            method: &req.method,
+            host: super::request::request_host(req).unwrap_or(""),
+            path_and_query: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+            headers: &req.headers,
+        };
+        match cache.storable(&info, resp.status.as_u16(), &resp.headers) {
+            Some(ttl) => {
+                ctx.cache_collector =
+                    Some(cache.collector(resp.status.as_u16(), &resp.headers, ttl))
+            }
+            None => ctx.cache_fill = None,
+        }
+    }
+
+    /// On each upstream body chunk: collect; at the end, store and release the waiters.
+    pub(super) fn cache_response_body(&self, body: &Option<Bytes>, end: bool, ctx: &mut Ctx) {
+        let Some(collector) = ctx.cache_collector.as_mut() else {
+            return;
+        };
+        if let Some(chunk) = body {
+            if !collector.push(chunk) {
+                ctx.cache_collector = None;
+                ctx.cache_fill = None;
+                return;
+            }
+        }
+        if end {
+            let stored = ctx.cache_collector.take().and_then(|c| c.finish());
+            if let (Some(guard), Some(entry)) = (ctx.cache_fill.take(), stored) {
+                guard.store(entry);
+            }
+        }
+    }
+
+    pub(super) fn count_cache_miss(&self, ctx: &Ctx, rt: &Runtime) {
+        if ctx.cache_status == Some("MISS") {
+            self.metrics
+                .cache_requests
+                .with_label_values(&[super::request::route_label(ctx, rt), "miss"])
+                .inc();
+        }
+    }
+}
+
+/// Header-rule adapters for Pingora's header types. Values were validated when the
+/// rules were compiled, so a refused insert cannot happen; it would only skip a header.
+pub struct ReqSink<'a>(pub &'a mut RequestHeader);
+pub struct RespSink<'a>(pub &'a mut ResponseHeader);
+
+impl HeaderSink for ReqSink<'_> {
+    fn insert(&mut self, name: HeaderName, value: HeaderValue) {
+        let _ = self.0.insert_header(name, value);
+    }
+    fn append(&mut self, name: HeaderName, value: HeaderValue) {
+        let _ = self.0.append_header(name, value);
+    }
+    fn remove(&mut self, name: &HeaderName) {
+        self.0.remove_header(name);
+    }
+}
+
+impl HeaderSink for RespSink<'_> {
+    fn insert(&mut self, name: HeaderName, value: HeaderValue) {
+        let _ = self.0.insert_header(name, value);
+    }
+    fn append(&mut self, name: HeaderName, value: HeaderValue) {
+        let _ = self.0.append_header(name, value);
+    }
+    fn remove(&mut self, name: &HeaderName) {
+        self.0.remove_header(name);
+    }
+}
+
+/// What `{request_id}`, `{client_ip}`, `{jwt.sub}`, … expand to in header rules.
+pub struct Vars<'a> {
+    req: &'a RequestHeader,
+    ctx: &'a Ctx,
+}
+
+impl<'a> Vars<'a> {
+    pub fn new(req: &'a RequestHeader, ctx: &'a Ctx) -> Self {
+        Vars { req, ctx }
+    }
+}
+
+impl TemplateVars for Vars<'_> {
+    fn request_id(&self) -> &str {
+        &self.ctx.request_id
+    }
+    fn client_ip(&self) -> Option<IpAddr> {
+        self.ctx.client_ip
+    }
+    fn host(&self) -> &str {
+        super::request::request_host(self.req).unwrap_or("")
+    }
+    fn method(&self) -> &str {
+        self.req.method.as_str()
+    }
+    fn path(&self) -> &str {
+        self.req.uri.path()
+    }
+    fn claim(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.ctx.claims.as_ref()?.get_str(name)
+    }
+}
