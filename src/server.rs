@@ -10,6 +10,8 @@ use crate::reload::Reloader;
 use crate::runtime::Runtime;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -61,6 +63,7 @@ pub fn build(config: Config, opts: RunOptions) -> Result<(Server, Arc<Shared>), 
     let listen = config.listen.clone();
     let admin = config.admin;
     let source = config.source.clone();
+    let h2c = config.server.h2c;
     let runtime = Arc::new(ArcSwap::from_pointee(Runtime::build(config, None)?));
     let metrics = Arc::new(Metrics::new());
     let reloader = Arc::new(Reloader::new(source, runtime.clone(), metrics.clone()));
@@ -78,9 +81,20 @@ pub fn build(config: Config, opts: RunOptions) -> Result<(Server, Arc<Shared>), 
     for l in &listen {
         match &l.tls {
             None => proxy.add_tcp(&l.address),
-            Some(tls) => proxy
-                .add_tls(&l.address, &tls.cert, &tls.key)
-                .map_err(|e| format!("listen {}: TLS setup failed: {e}", l.address))?,
+            Some(tls) => {
+                // Modern defaults (TLS 1.2+, rustls' safe suites); HTTP/2 via ALPN.
+                let mut settings = TlsSettings::intermediate(&tls.cert, &tls.key)
+                    .map_err(|e| format!("listen {}: TLS setup failed: {e}", l.address))?;
+                settings.enable_h2();
+                proxy.add_tls_with_settings(&l.address, None, settings);
+            }
+        }
+    }
+    if h2c {
+        if let Some(app) = proxy.app_logic_mut() {
+            let mut options = HttpServerOptions::default();
+            options.h2c = true;
+            app.server_options = Some(options);
         }
     }
     server.add_service(proxy);

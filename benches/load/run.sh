@@ -21,6 +21,7 @@
 #   --variant L=BIN    also run gh-pass and gh-full with another gatehouse binary,
 #                      labelled L (repeatable; for build-profile comparisons)
 #   --no-build         do not run cargo build first
+#   --no-oha           skip the fixed-rate latency phase (throughput and CPU only)
 #   --perf LIST        `perf record -e cpu-clock --call-graph dwarf` the measured wrk
 #                      runs of these targets (comma-separated names, e.g. gh-pass,gh-full)
 #                      into results/perf-NAME-BODY-REP.data; their figures then include
@@ -41,7 +42,7 @@ PORT_BASE=${BENCH_PORT_BASE:-18080}
 GATEHOUSE_BIN=${GATEHOUSE_BIN:-$ROOT/target/release/gatehouse}
 BARE_BIN=${BARE_BIN:-$ROOT/target/release/examples/bare_proxy}
 
-QUICK=0 LARGE=0 BUILD=1 REPS= DURATION= WARMUP= RATE= PERF_TARGET=
+QUICK=0 LARGE=0 BUILD=1 NO_OHA=0 REPS= DURATION= WARMUP= RATE= PERF_TARGET=
 TARGET_LIST=nginx,haproxy,bare,gh-pass,gh-full
 VARIANTS=()
 
@@ -59,6 +60,7 @@ while [ $# -gt 0 ]; do
         --targets) TARGET_LIST=${2:?--targets LIST}; shift ;;
         --variant) VARIANTS+=("${2:?--variant LABEL=BIN}"); shift ;;
         --no-build) BUILD=0 ;;
+        --no-oha) NO_OHA=1 ;;
         --perf) PERF_TARGET=${2:?--perf LIST}; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
@@ -93,7 +95,10 @@ need timeout "(coreutils)"
 if [ -n "$PERF_TARGET" ]; then need perf "apt-get install -y linux-perf"; fi
 OHA=$(command -v oha || true)
 [ -z "$OHA" ] && [ -x "$HOME/.cargo/bin/oha" ] && OHA=$HOME/.cargo/bin/oha
-if [ -z "$OHA" ]; then
+if [ "$NO_OHA" = 1 ]; then
+    OHA=
+    log "--no-oha: no fixed-rate phase; p50/p99 are wrk's closed-loop figures"
+elif [ -z "$OHA" ]; then
     log "WARNING: oha not found (cargo install oha --locked); latency falls back to wrk --latency"
     log "WARNING: wrk is closed-loop, so its p50/p99 suffer from coordinated omission"
 fi
@@ -477,7 +482,11 @@ done
     echo "gatehouse: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' (+ uncommitted changes in src/ or Cargo.toml)')"
     echo "versions: $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | awk '{print "HAProxy " $3}'), wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}')${OHA:+, $("$OHA" --version)}"
     echo "settings: reps=$REPS duration=${DURATION}s warmup=${WARMUP}s wrk -t1 -c50; oha -c50 --latency-correction${RATES[*]:+ rate ${RATES[*]}}"
-    [ -n "$OHA" ] || echo "latency: oha not installed, p50/p99 are from wrk --latency (closed loop: coordinated omission, not honest tail latency)"
+    if [ "$NO_OHA" = 1 ]; then
+        echo "latency: --no-oha, p50/p99 are from wrk --latency (closed loop: coordinated omission, not honest tail latency)"
+    elif [ -z "$OHA" ]; then
+        echo "latency: oha not installed, p50/p99 are from wrk --latency (closed loop: coordinated omission, not honest tail latency)"
+    fi
     [ -n "$PERF_TARGET" ] && echo "perf: $PERF_TARGET recorded with perf during the wrk runs (those figures include perf's overhead)"
 } >"$RESULTS/meta.log"
 python3 "$HERE/report.py" "$MEAS" "$RSS" "$RESULTS/meta.log" "${OHA:+oha}" | tee "$RESULTS/latest.md"

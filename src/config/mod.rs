@@ -123,6 +123,7 @@ pub struct ServerSettings {
     pub trusted_proxies: Vec<IpNet>,
     pub max_request_body: Option<u64>,
     pub access_log: AccessLogFormat,
+    pub h2c: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,6 +219,7 @@ pub struct ServiceConfig {
     pub retry_budget_permille: u32,
     pub retry_min_per_second: u32,
     pub circuit_breaker: Option<BreakerConfig>,
+    pub http2: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -580,6 +582,7 @@ fn validate_server(raw: RawServer, errors: &mut Vec<ConfigError>) -> ServerSetti
         trusted_proxies,
         max_request_body: raw.max_request_body.map(|s| s.0),
         access_log,
+        h2c: raw.h2c,
     }
 }
 
@@ -785,6 +788,7 @@ fn validate_service(
         retry_budget_permille: (ratio * 1000.0).round() as u32,
         retry_min_per_second: floor,
         circuit_breaker,
+        http2: raw.http2,
     })
 }
 

@@ -40,6 +40,9 @@ pub struct RawServer {
     pub trusted_proxies: Vec<String>,
     pub max_request_body: Option<Size>,
     pub access_log: Option<RawAccessLog>,
+    /// Accept HTTP/2 with prior knowledge on plaintext listeners.
+    #[serde(default)]
+    pub h2c: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,6 +61,9 @@ pub struct RawService {
     pub timeouts: Option<RawTimeouts>,
     pub retries: Option<RawRetries>,
     pub circuit_breaker: Option<RawBreaker>,
+    /// Speak HTTP/2 (prior knowledge, h2c) to these upstreams.
+    #[serde(default)]
+    pub http2: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -45,6 +45,7 @@ use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::compression::ResponseCompression;
 use pingora::prelude::*;
+use pingora::protocols::http::compression::Algorithm;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::ErrorSource;
 use std::net::IpAddr;
@@ -152,6 +153,9 @@ impl ProxyHttp for Gateway {
                 .get_mut::<ResponseCompression>()
             {
                 c.adjust_level(response::COMPRESSION_LEVEL);
+                // Pingora 0.9.1's brotli encoder never terminates its stream (strict
+                // decoders reject it), so brotli stays off; gzip and zstd are complete.
+                c.adjust_algorithm_level(Algorithm::Brotli, 0);
             }
         }
         ctx.rt = Some(rt);

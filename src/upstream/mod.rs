@@ -269,6 +269,10 @@ impl ServiceRuntime {
         peer.options.read_timeout = Some(t.read);
         peer.options.write_timeout = Some(t.write);
         peer.options.idle_timeout = Some(t.idle);
+        if self.config.http2 {
+            // Plaintext HTTP/2 to the upstream: prior knowledge, no fallback.
+            peer.options.set_http_version(2, 2);
+        }
         peer
     }
 }

@@ -14,3 +14,4 @@ mod ratelimit;
 mod redis_store;
 mod resilience;
 mod routing;
+mod traffic;
