@@ -198,10 +198,19 @@ impl Gateway {
     }
 
     pub fn start_with(body: &str, server_extra: &str) -> Gateway {
+        Self::start_full(body, server_extra, "")
+    }
+
+    /// Like `start_with`, with more `listen` entries (YAML list items).
+    pub fn start_full(body: &str, server_extra: &str, extra_listen: &str) -> Gateway {
         let dir = scratch_dir("gw");
         let port = free_port();
         let admin_port = free_port();
-        let header = header_yaml(&dir, port, admin_port, server_extra);
+        let header = header_yaml(&dir, port, admin_port, server_extra).replacen(
+            "\nadmin:",
+            &format!("\n{extra_listen}admin:"),
+            1,
+        );
         let config = dir.join("gatehouse.yaml");
         std::fs::write(&config, format!("{header}\n{body}\n")).expect("write config");
         let log = std::fs::File::create(dir.join("gatehouse.log")).expect("log file");

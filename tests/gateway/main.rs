@@ -10,6 +10,7 @@ mod config_cli;
 mod forwarding;
 mod health;
 mod operations;
+mod protocols;
 mod ratelimit;
 mod redis_store;
 mod resilience;
