@@ -114,6 +114,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging();
+    ignore_sighup_until_ready();
     run(
         config,
         RunOptions {
@@ -121,6 +122,16 @@ fn main() -> ExitCode {
             upgrade: cli.upgrade,
         },
     )
+}
+
+/// SIGHUP's default action ends the process. Until the supervisor installs its reload
+/// handler (when the server starts), a `systemctl reload` racing start-up must not kill it.
+fn ignore_sighup_until_ready() {
+    // SAFETY: setting a signal disposition to SIG_IGN has no preconditions; tokio's
+    // handler replaces it later.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
 }
 
 fn run(config: Config, opts: RunOptions) -> ExitCode {

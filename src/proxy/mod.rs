@@ -439,6 +439,19 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// What Pingora's own error and retry log lines say about a request: never the
+    /// query string (tokens travel there) nor any header value.
+    fn request_summary(&self, session: &Session, ctx: &Ctx) -> String {
+        let req = session.req_header();
+        format!(
+            "{} {}, host: {}, request_id: {}",
+            req.method,
+            req.uri.path(),
+            request_host(req).unwrap_or("-"),
+            ctx.request_id
+        )
+    }
+
     fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _e: &Error) -> bool {
         // Conditions the gateway answered on purpose are not errors of the gateway.
         matches!(

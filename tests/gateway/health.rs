@@ -93,9 +93,16 @@ fn refused_without_health_check_is_502_after_retries() {
     let gw = Gateway::start(&format!(
         "services:\n  s:\n    retries: {{ attempts: 2 }}\n    upstreams: [{{ address: \"127.0.0.1:{dead}\" }}]\nroutes:\n  - {{ name: r, match: {{ path_prefix: / }}, service: s }}\n"
     ));
-    let r = gw.get("/");
+    let r = gw.get("/?access_token=SECRET-IN-QUERY");
     assert_eq!(r.status, 502);
     assert_eq!(r.json()["error"], "upstream_failed");
+    assert!(wait_until(Duration::from_secs(5), || gw
+        .log()
+        .contains("Fail to proxy")));
+    assert!(
+        !gw.log().contains("SECRET-IN-QUERY"),
+        "error logs never carry the query"
+    );
     let refused = gw.metric(
         "gatehouse_upstream_requests_total",
         &format!("outcome=\"refused\",service=\"s\",upstream=\"127.0.0.1:{dead}\""),
