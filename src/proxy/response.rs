@@ -148,29 +148,23 @@ impl Gateway {
 pub struct ReqSink<'a>(pub &'a mut RequestHeader);
 pub struct RespSink<'a>(pub &'a mut ResponseHeader);
 
-impl HeaderSink for ReqSink<'_> {
-    fn insert(&mut self, name: HeaderName, value: HeaderValue) {
-        let _ = self.0.insert_header(name, value);
-    }
-    fn append(&mut self, name: HeaderName, value: HeaderValue) {
-        let _ = self.0.append_header(name, value);
-    }
-    fn remove(&mut self, name: &HeaderName) {
-        self.0.remove_header(name);
-    }
+macro_rules! header_sink {
+    ($sink:ident) => {
+        impl HeaderSink for $sink<'_> {
+            fn insert(&mut self, name: HeaderName, value: HeaderValue) {
+                let _ = self.0.insert_header(name, value);
+            }
+            fn append(&mut self, name: HeaderName, value: HeaderValue) {
+                let _ = self.0.append_header(name, value);
+            }
+            fn remove(&mut self, name: &HeaderName) {
+                self.0.remove_header(name);
+            }
+        }
+    };
 }
-
-impl HeaderSink for RespSink<'_> {
-    fn insert(&mut self, name: HeaderName, value: HeaderValue) {
-        let _ = self.0.insert_header(name, value);
-    }
-    fn append(&mut self, name: HeaderName, value: HeaderValue) {
-        let _ = self.0.append_header(name, value);
-    }
-    fn remove(&mut self, name: &HeaderName) {
-        self.0.remove_header(name);
-    }
-}
+header_sink!(ReqSink);
+header_sink!(RespSink);
 
 /// What `{request_id}`, `{client_ip}`, `{jwt.sub}`, … expand to in header rules.
 pub struct Vars<'a> {
