@@ -109,6 +109,9 @@ if [ "$BUILD" = 1 ]; then
     (cd "$ROOT" && cargo build --release --bin gatehouse --example bare_proxy) >&2
 fi
 
+# What was built, recorded now (the tree may move on during a long run).
+GIT_REV="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' + uncommitted changes in src/ or Cargo.toml')"
+
 # ---------------------------------------------------------------- targets
 # Parallel arrays, one entry per target.
 T_NAME=() T_KIND=() T_PORT=() T_BIN=() T_CONF=()
@@ -235,6 +238,7 @@ for i in $(seq 0 $((NT - 1))); do
             ;;
     esac
 done
+GATEHOUSE_BIN_ORIG=$GATEHOUSE_BIN
 cp "$GATEHOUSE_BIN" "$RUNDIR/bin/gatehouse-token"
 GATEHOUSE_BIN=$RUNDIR/bin/gatehouse-token
 
@@ -479,7 +483,7 @@ done
 {
     echo "host: $(uname -srm), $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo))"
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "gatehouse: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' (+ uncommitted changes in src/ or Cargo.toml)')"
+    echo "gatehouse: $GATEHOUSE_BIN_ORIG, tree at start: $GIT_REV"
     echo "versions: $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | awk '{print "HAProxy " $3}'), wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}')${OHA:+, $("$OHA" --version)}"
     echo "settings: reps=$REPS duration=${DURATION}s warmup=${WARMUP}s wrk -t1 -c50; oha -c50 --latency-correction${RATES[*]:+ rate ${RATES[*]}}"
     if [ "$NO_OHA" = 1 ]; then

@@ -222,6 +222,7 @@ fn sigterm_finishes_in_flight_requests_then_exits() {
 /// Daemonized gatehouse processes started from one config, killed at the end.
 struct Daemons {
     pid_file: std::path::PathBuf,
+    config: String,
     seen: Vec<u32>,
 }
 
@@ -269,6 +270,7 @@ fn three_binary_upgrades_under_load_fail_no_request() {
     let cfg = config.to_str().unwrap().to_string();
     let mut daemons = Daemons {
         pid_file: dir.join("gatehouse.pid"),
+        config: cfg.clone(),
         seen: vec![],
     };
     let st = Command::new(BIN).args(["-c", &cfg, "-d"]).status().unwrap();
