@@ -243,6 +243,10 @@ impl Drop for Daemons {
                 .args(["-KILL", &pid.to_string()])
                 .status();
         }
+        // and any process of this test's config the pid file did not name
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f", &self.config])
+            .status();
     }
 }
 
@@ -324,6 +328,9 @@ fn three_binary_upgrades_under_load_fail_no_request() {
         );
     }
     let (ok, failures) = load.finish();
+    // Stop the daemons while the pid file still names the last one.
+    drop(daemons);
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(
         failures.is_empty(),
         "{} failed of {}: {:?}",
@@ -331,5 +338,4 @@ fn three_binary_upgrades_under_load_fail_no_request() {
         ok + failures.len(),
         failures.first()
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
