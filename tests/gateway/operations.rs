@@ -339,3 +339,44 @@ fn three_binary_upgrades_under_load_fail_no_request() {
         failures.first()
     );
 }
+
+#[test]
+fn reload_keeps_rate_limit_buckets_and_breaker_state() {
+    let up = upstreams(2);
+    // The second config also changes the service (its read timeout), so the service is
+    // rebuilt and the breaker must travel with the upstream's state.
+    let cfg = |route: &str| {
+        let read = if route == "one" { "10s" } else { "20s" };
+        format!(
+            "rate_limits:\n  policies:\n    few: {{ key: client_ip, limit: 3, window: 1m }}\nservices:\n  s:\n    circuit_breaker: {{ failures: 2, open_for: 1m }}\n    retries: {{ attempts: 1 }}\n    timeouts: {{ read: {read} }}\n    upstreams:\n{}routes:\n  - {{ name: {route}, match: {{ path_prefix: /limited }}, service: s, rate_limit: [few] }}\n  - {{ name: open, match: {{ path_prefix: / }}, service: s }}\n",
+            upstream_list(&up, &[])
+        )
+    };
+    let gw = Gateway::start(&cfg("one"));
+    for _ in 0..3 {
+        assert_eq!(gw.get("/limited").status, 200);
+    }
+    assert_eq!(gw.get("/limited").status, 429);
+    // open b's breaker
+    up[1].set_failing(Some(500));
+    for _ in 0..6 {
+        let _ = gw.get("/x");
+    }
+    let b = format!("upstream=\"{}\"", up[1].addr());
+    assert_eq!(gw.metric("gatehouse_circuit_state", &b), Some(1.0));
+
+    gw.rewrite(&cfg("renamed"));
+    let r = request(gw.admin, "POST", "/admin/reload", &[], b"").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(gw.status()["routes"][0]["name"], "renamed");
+    assert_eq!(
+        gw.get("/limited").status,
+        429,
+        "the bucket survived the reload"
+    );
+    assert_eq!(
+        gw.metric("gatehouse_circuit_state", &b),
+        Some(1.0),
+        "the breaker too"
+    );
+}
