@@ -10,6 +10,8 @@
 //!
 //! Arguments (origin, then listen) win over the environment (`BARE_ORIGIN`,
 //! `BARE_LISTEN`); `BARE_THREADS` sets the worker threads (default 1).
+//! `BARE_TIMEOUTS=1` gives the peer Gatehouse's default timeouts (connect 3 s, read and
+//! write 30 s, idle 60 s), to separate the cost of Pingora's timers from Gatehouse's own.
 
 use async_trait::async_trait;
 use pingora::prelude::*;
@@ -58,9 +60,16 @@ fn main() {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let bare = Bare {
-        peer: HttpPeer::new(origin, false, String::new()),
-    };
+    let mut peer = HttpPeer::new(origin, false, String::new());
+    if std::env::var("BARE_TIMEOUTS").is_ok_and(|v| v == "1") {
+        let secs = std::time::Duration::from_secs;
+        peer.options.connection_timeout = Some(secs(3));
+        peer.options.total_connection_timeout = Some(secs(3));
+        peer.options.read_timeout = Some(secs(30));
+        peer.options.write_timeout = Some(secs(30));
+        peer.options.idle_timeout = Some(secs(60));
+    }
+    let bare = Bare { peer };
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, bare);
     proxy.add_tcp(&listen);
     server.add_service(proxy);

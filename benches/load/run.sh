@@ -18,6 +18,7 @@
 #   --warmup S         wrk warm-up before each measured wrk run (default 3; --quick: 1)
 #   --rate N           oha request rate (default: 50% of the slowest wrk median)
 #   --targets LIST     comma-separated subset of: nginx,haproxy,bare,gh-pass,gh-full
+#                      (also bare-timeouts: bare Pingora with Gatehouse's peer timeouts)
 #   --variant L=BIN    also run gh-pass and gh-full with another gatehouse binary,
 #                      labelled L (repeatable; for build-profile comparisons)
 #   --no-build         do not run cargo build first
@@ -127,9 +128,11 @@ for t in "${wanted[@]}"; do
         nginx) add_target nginx nginx nginx "$HERE/nginx-proxy.conf.in" ;;
         haproxy) add_target haproxy haproxy haproxy "$HERE/haproxy.cfg.in" ;;
         bare) add_target bare-pingora bare "$BARE_BIN" - ;;
+        # Diagnostic: bare Pingora with Gatehouse's default peer timeouts.
+        bare-timeouts) add_target bare-timeouts bare "$BARE_BIN" BARE_TIMEOUTS=1 ;;
         gh-pass) add_target gh-pass gatehouse "$GATEHOUSE_BIN" "$HERE/gatehouse-passthrough.yaml" ;;
         gh-full) add_target gh-full gatehouse "$GATEHOUSE_BIN" "$HERE/gatehouse-full.yaml" ;;
-        *) die "unknown target $t (nginx,haproxy,bare,gh-pass,gh-full)" ;;
+        *) die "unknown target $t (nginx,haproxy,bare,gh-pass,gh-full,bare-timeouts)" ;;
     esac
 done
 for v in ${VARIANTS[@]+"${VARIANTS[@]}"}; do
@@ -275,7 +278,9 @@ for i in $(seq 0 $((NT - 1))); do
             taskset -a -c 0 haproxy -db -f "$RUNDIR/haproxy.cfg" 2>"$out" &
             ;;
         bare)
-            taskset -a -c 0 "${T_BIN[$i]}" "127.0.0.1:$ORIGIN_PORT" "127.0.0.1:$port" 2>"$out" &
+            # shellcheck disable=SC2046 # T_CONF holds VAR=value settings or "-"
+            env $( [ "${T_CONF[$i]}" = - ] || echo "${T_CONF[$i]}") \
+                taskset -a -c 0 "${T_BIN[$i]}" "127.0.0.1:$ORIGIN_PORT" "127.0.0.1:$port" 2>"$out" &
             ;;
         gatehouse)
             mkdir -p "$RUNDIR/$slug"

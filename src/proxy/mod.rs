@@ -278,6 +278,12 @@ impl ProxyHttp for Gateway {
         self.finish_attempt(ctx, outcome);
         ctx.upstream_guard = None;
         let mut e = e.more_context(format!("Peer: {peer}"));
+        if std::mem::take(&mut ctx.retrying_status) {
+            // upstream_response_filter already decided (and spent the budget): a 5xx
+            // it turned into this error is retried, never answered as an error.
+            e.set_retry(true);
+            return e;
+        }
         // The upstream may have acted on the request: retry only what is safe to repeat,
         // whose body can be replayed, before anything reached the client.
         let safe = session.req_header().method.is_idempotent()
