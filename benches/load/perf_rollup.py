@@ -4,6 +4,9 @@
 A sample counts for a component when any frame of its stack matches one of the
 component's patterns (inclusive time); the self-time rows (allocator, kernel) look only at
 the leaf frame. Percentages are of all samples.
+
+usage: perf script -F ip,sym ... | perf_rollup.py [REQUESTS SAMPLE_HZ]
+With the requests served while recording and perf's -F, each row also shows µs/request.
 """
 
 import re
@@ -28,6 +31,9 @@ INCLUSIVE = [
     ("pingora: upstream connection pool", r"pingora_core::connectors::|pingora_pool::"),
     ("pingora: upstream write/read", r"pingora_core::protocols::http::v1::client::"),
     ("tokio scheduler / io driver", r"tokio::runtime::"),
+    ("pingora timer registration (TimerManager)", r"pingora_timeout::timer::TimerManager"),
+    ("kernel: waking the peer of a send (sock_def_readable)", r"KERNEL sock_def_readable"),
+    ("stderr write(2) (access log)", r"StderrRaw as std::io::Write"),
 ]
 SELF = [
     ("self: allocator (malloc/free/realloc)", r"^(__libc_|_int_|malloc|free|cfree|realloc|calloc|tcache|unlink_chunk|mi_|_mi_|__rdl_|__rust_alloc|__rust_dealloc|__rust_realloc|alloc::alloc::)"),
@@ -56,6 +62,13 @@ def crate_of(sym):
 
 
 def main():
+    # Optional: requests served during the recording and the sampling rate, to print
+    # µs of CPU per request next to each share.
+    args = sys.argv[1:]
+    per_req = None
+    if len(args) == 2:
+        requests, hz = float(args[0]), float(args[1])
+        per_req = 1e6 / hz / requests if requests > 0 else None
     inc = [(n, re.compile(p)) for n, p in INCLUSIVE]
     slf = [(n, re.compile(p)) for n, p in SELF]
     counts_inc = [0] * len(inc)
@@ -97,15 +110,20 @@ def main():
         print("no samples")
         return
     w = max(len(n) for n, _ in INCLUSIVE + SELF)
+
+    def row(name, c):
+        us = f"  {c * per_req:6.2f} µs/req" if per_req else ""
+        print(f"{name:<{w}}  {100.0 * c / total:5.1f}%{us}")
+
     for (n, _), c in zip(inc, counts_inc):
-        print(f"{n:<{w}}  {100.0 * c / total:5.1f}%")
+        row(n, c)
     for (n, _), c in zip(slf, counts_self):
-        print(f"{n:<{w}}  {100.0 * c / total:5.1f}%")
-    print(f"{'samples':<{w}}  {total}")
+        row(n, c)
+    row("all samples", total)
     print()
     print("Self time by crate (leaf frame):")
     for c, n in sorted(by_crate.items(), key=lambda kv: -kv[1])[:14]:
-        print(f"  {c:<{w - 2}}  {100.0 * n / total:5.1f}%")
+        row("  " + c, n)
 
 
 if __name__ == "__main__":

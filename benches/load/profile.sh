@@ -4,7 +4,8 @@
 # during its measured wrk run, then prints for each:
 #   - the top symbols by self time (perf report --no-children),
 #   - an inclusive roll-up by component (a sample counts for a component when any frame
-#     of its stack belongs to it: access log, metrics, rate limiter, JWT, routing, ...).
+#     of its stack belongs to it: access log, metrics, rate limiter, JWT, routing, ...),
+#     as a share of samples and as µs of CPU per request.
 #
 #   benches/load/profile.sh [--duration S] [--large] [other run.sh options]
 #
@@ -22,6 +23,13 @@ TARGETS=${PROFILE_TARGETS:-bare-pingora,gh-pass,gh-full}
 BENCH_RESULTS=$OUT "$HERE/run.sh" --reps 1 --targets bare,gh-pass,gh-full \
     --perf "$TARGETS" "$@" >"$OUT/run.md.log"
 
+HZ=999 # run.sh's perf record -F
+requests_of() { # perf-NAME-BODY-REP -> requests of that wrk run
+    local base=${1#perf-} rep body target
+    rep=${base##*-}; base=${base%-*}; body=${base##*-}; target=${base%-*}
+    awk -F'\t' -v t="$target" -v b="$body" -v r="$rep" \
+        '$1 == "wrk" && $2 == b && $3 == r && $4 == t {print $11}' "$OUT/measurements.log"
+}
 summary=$OUT/summary.md
 : >"$summary"
 for data in "$OUT"/perf-*.data; do
@@ -39,7 +47,8 @@ for data in "$OUT"/perf-*.data; do
         echo "Inclusive, by component (share of samples whose stack includes it):"
         echo
         echo '```'
-        perf script -i "$data" --no-inline -F ip,sym 2>/dev/null | python3 "$HERE/perf_rollup.py"
+        perf script -i "$data" --no-inline -F ip,sym 2>/dev/null |
+            python3 "$HERE/perf_rollup.py" "$(requests_of "$name")" "$HZ"
         echo '```'
         echo
     } >>"$summary"
