@@ -265,7 +265,11 @@ fn three_binary_upgrades_under_load_fail_no_request() {
         &config,
         format!(
             "{}  error_log: {}/error.log\nservices:\n  s: {{ upstreams: [{{ address: \"{}\" }}] }}\nroutes:\n  - {{ name: r, match: {{ path_prefix: / }}, service: s }}\n",
-            header_yaml(&dir, port, admin_port, ""),
+            // Production-like drain times (the shared header's 1 s + 1 s is for fast tests):
+            // requests the old process accepted last must finish even on a loaded machine.
+            header_yaml(&dir, port, admin_port, "")
+                .replace("grace_period: 1s", "grace_period: 3s")
+                .replace("shutdown_timeout: 1s", "shutdown_timeout: 3s"),
             dir.display(),
             up[0].addr()
         ),
