@@ -34,6 +34,7 @@
 #
 # Output: a Markdown table on stdout and in results/latest.md; raw logs in
 # results/*.log (git-ignored).
+# shellcheck disable=SC2086 # pid lists and VAR=value lists are word-split on purpose
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -43,7 +44,7 @@ PORT_BASE=${BENCH_PORT_BASE:-18080}
 GATEHOUSE_BIN=${GATEHOUSE_BIN:-$ROOT/target/release/gatehouse}
 BARE_BIN=${BARE_BIN:-$ROOT/target/release/examples/bare_proxy}
 
-QUICK=0 LARGE=0 BUILD=1 NO_OHA=0 REPS= DURATION= WARMUP= RATE= PERF_TARGET=
+QUICK=0 LARGE=0 BUILD=1 NO_OHA=0 REPS='' DURATION='' WARMUP='' RATE='' PERF_TARGET=''
 TARGET_LIST=nginx,haproxy,bare,gh-pass,gh-full
 VARIANTS=()
 
@@ -63,7 +64,7 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0 ;;
         --no-oha) NO_OHA=1 ;;
         --perf) PERF_TARGET=${2:?--perf LIST}; shift ;;
-        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '/^# shellcheck/d; $d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
     shift
@@ -187,7 +188,7 @@ LOADPID=    # the load generator currently running
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    [ -n "$LOADPID" ] && kill "$LOADPID" 2>/dev/null || true
+    if [ -n "$LOADPID" ]; then kill "$LOADPID" 2>/dev/null || true; fi
     # SIGINT is the fast stop of nginx and Pingora (Pingora's SIGTERM would wait out its
     # grace period); HAProxy in -db mode stays up on SIGINT, hence SIGTERM, then SIGKILL.
     local sig alive
@@ -366,7 +367,6 @@ measure_wrk() { # body rep i
     local out=$RESULTS/wrk-$body-$slug-$rep.log
     run_wrk "$i" "$path" "$WARMUP" "$RESULTS/wrk-warmup.log"
     truncate_log "$i"
-    # shellcheck disable=SC2086
     local c0 o0 b0 perfpid=
     if [ -n "$PERF_TARGET" ] && perf_this "$name"; then
         perf record -q -e cpu-clock -F 999 --call-graph dwarf,16384 -p "${T_PID[$i]}" \
@@ -387,7 +387,7 @@ measure_wrk() { # body rep i
     p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")
     non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")
     sock=$(awk -F'[ ,]+' '/Socket errors:/ {print $4 + $6 + $8 + $10}' "$out")
-    [ -n "$reqs" ] && [ -n "$rps" ] || die "could not parse $out"
+    if [ -z "$reqs" ] || [ -z "$rps" ]; then die "could not parse $out"; fi
     local cpu_us cpu_pct gen_busy logged
     cpu_us=$(awk -v d=$((c1 - c0)) -v n="$reqs" -v hz="$HZ" 'BEGIN { printf "%.3f", d * 1e6 / hz / n }')
     cpu_pct=$(awk -v d=$((c1 - c0)) -v s="$secs" -v hz="$HZ" 'BEGIN { printf "%.1f", d * 100 / hz / s }')
