@@ -138,7 +138,7 @@ fn run(config: Config, opts: RunOptions) -> ExitCode {
     let listen: Vec<String> = config.listen.iter().map(|l| l.address.clone()).collect();
     let admin = config.admin;
     match server::build(config, opts) {
-        Ok((server, _shared)) => {
+        Ok(server) => {
             log::info!(
                 "gatehouse {} listening on {}{}",
                 env!("CARGO_PKG_VERSION"),

@@ -25,13 +25,6 @@ pub struct RunOptions {
     pub upgrade: bool,
 }
 
-/// Everything the running gateway shares between its services.
-pub struct Shared {
-    pub runtime: Arc<ArcSwap<Runtime>>,
-    pub metrics: Arc<Metrics>,
-    pub reloader: Arc<Reloader>,
-}
-
 /// Map our `server:` settings onto Pingora's `ServerConf`.
 pub fn server_conf(config: &Config, opts: RunOptions) -> ServerConf {
     let s = &config.server;
@@ -50,7 +43,7 @@ pub fn server_conf(config: &Config, opts: RunOptions) -> ServerConf {
 }
 
 /// Build the server for a validated config. Does not start it.
-pub fn build(config: Config, opts: RunOptions) -> Result<(Server, Arc<Shared>), String> {
+pub fn build(config: Config, opts: RunOptions) -> Result<Server, String> {
     let conf = server_conf(&config, opts);
     let opt = Opt {
         upgrade: opts.upgrade,
@@ -67,11 +60,6 @@ pub fn build(config: Config, opts: RunOptions) -> Result<(Server, Arc<Shared>), 
     let runtime = Arc::new(ArcSwap::from_pointee(Runtime::build(config, None)?));
     let metrics = Arc::new(Metrics::new());
     let reloader = Arc::new(Reloader::new(source, runtime.clone(), metrics.clone()));
-    let shared = Arc::new(Shared {
-        runtime: runtime.clone(),
-        metrics: metrics.clone(),
-        reloader: reloader.clone(),
-    });
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -115,7 +103,7 @@ pub fn build(config: Config, opts: RunOptions) -> Result<(Server, Arc<Shared>), 
             reloader,
         },
     ));
-    Ok((server, shared))
+    Ok(server)
 }
 
 /// Starts the snapshot's background work (health checks, JWKS refreshers), sweeps idle

@@ -306,10 +306,6 @@ impl Config {
             _ => Err(ConfigErrors(errors)),
         }
     }
-
-    pub fn route_names(&self) -> impl Iterator<Item = &str> {
-        self.routes.iter().map(|r| r.name.as_str())
-    }
 }
 
 /// Deserialize one value, appending serde's inner path to `path` on error.
