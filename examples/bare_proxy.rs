@@ -9,7 +9,9 @@
 //! ```
 //!
 //! Arguments (origin, then listen) win over the environment (`BARE_ORIGIN`,
-//! `BARE_LISTEN`); `BARE_THREADS` sets the worker threads (default 1).
+//! `BARE_LISTEN`); `BARE_THREADS` sets the worker threads (default 1),
+//! `BARE_WORK_STEALING=false` Pingora's runtime flavour (as Gatehouse's
+//! `server.work_stealing`).
 //! `BARE_TIMEOUTS=1` gives the peer Gatehouse's default timeouts (connect 3 s, read and
 //! write 30 s, idle 60 s), to separate the cost of Pingora's timers from Gatehouse's own.
 
@@ -53,8 +55,10 @@ fn main() {
         .parse()
         .unwrap_or_else(|e| panic!("BARE_THREADS {threads:?}: {e}"));
 
+    let work_stealing = setting(None, "BARE_WORK_STEALING", "true") != "false";
     let conf = ServerConf {
         threads,
+        work_stealing,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);

@@ -1,5 +1,15 @@
-//! One access-log line per request (`logging` phase), to stderr through `log` with the
-//! target `gatehouse::access` (so `RUST_LOG=gatehouse::access=off` also silences it).
+//! One access-log line per request (`logging` phase), to stderr.
+//!
+//! The line is built in a reused per-thread buffer and appended to a process-wide
+//! buffer; a writer thread flushes it at most [`FLUSH_INTERVAL`] after the first line
+//! lands in it, and a request that fills it past [`FLUSH_BYTES`] flushes it at once
+//! (nginx's `access_log … buffer= flush=`). So a busy gateway makes one `write(2)` per
+//! batch, not per request, and a quiet one still shows each line within 100 ms. What is
+//! buffered is written when the process exits normally (an `atexit` hook), and lines
+//! stay whole and in order.
+//!
+//! `RUST_LOG` still decides: the lines are on when the `log` target `gatehouse::access`
+//! is enabled at `info` (so `RUST_LOG=gatehouse::access=off` silences them), checked once.
 //!
 //! Never logged: the query string (tokens travel there), request headers (Authorization,
 //! cookies), bodies. The path is logged without its query.
@@ -7,11 +17,20 @@
 use crate::config::AccessLogFormat;
 use crate::error::push_json_str;
 use pingora::proxy::Session;
-use std::fmt::Write;
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub const TARGET: &str = "gatehouse::access";
+
+/// Longest a line waits in the buffer.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// A buffer this full is written at once.
+pub const FLUSH_BYTES: usize = 32 * 1024;
 
 pub struct Entry<'a> {
     pub session: &'a Session,
@@ -26,9 +45,34 @@ pub struct Entry<'a> {
 }
 
 pub fn write(format: AccessLogFormat, e: &Entry) {
-    if format == AccessLogFormat::Off || !log::log_enabled!(target: TARGET, log::Level::Info) {
+    if format == AccessLogFormat::Off || !enabled() {
         return;
     }
+    thread_local! {
+        static LINE: RefCell<String> = RefCell::new(String::with_capacity(512));
+    }
+    LINE.with(|line| {
+        let Ok(mut line) = line.try_borrow_mut() else {
+            return;
+        };
+        line.clear();
+        format_line(&mut line, format, e, SystemTime::now());
+        line.push('\n');
+        sink().push(line.as_bytes());
+        if line.capacity() > 16 * 1024 {
+            // One huge line (a long path) does not keep its buffer forever.
+            *line = String::with_capacity(512);
+        }
+    });
+}
+
+/// Whether `RUST_LOG` lets access lines through (fixed at start-up, so asked once).
+fn enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| log::log_enabled!(target: TARGET, log::Level::Info))
+}
+
+fn format_line(line: &mut String, format: AccessLogFormat, e: &Entry, now: SystemTime) {
     let req = e.session.req_header();
     let host = req
         .headers
@@ -36,47 +80,61 @@ pub fn write(format: AccessLogFormat, e: &Entry) {
         .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
         .unwrap_or("");
     let path = req.uri.path();
-    let ms = e.elapsed.as_secs_f64() * 1000.0;
-    let client = e.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
     let sent = e.session.body_bytes_sent();
-    let mut line = String::with_capacity(256);
+    let mut num = itoa::Buffer::new();
     match format {
         AccessLogFormat::Json => {
-            line.push_str("{\"ts\":");
-            push_json_str(&mut line, &rfc3339(SystemTime::now()));
-            line.push_str(",\"request_id\":");
-            push_json_str(&mut line, e.request_id);
-            line.push_str(",\"client_ip\":");
-            push_json_str(&mut line, &client);
-            line.push_str(",\"method\":");
-            push_json_str(&mut line, req.method.as_str());
+            line.push_str("{\"ts\":\"");
+            push_timestamp(line, now);
+            line.push_str("\",\"request_id\":");
+            push_json_str(line, e.request_id);
+            line.push_str(",\"client_ip\":\"");
+            if let Some(ip) = e.client_ip {
+                // Digits, hex, `.` and `:` only: nothing to escape.
+                let _ = write!(line, "{ip}");
+            }
+            line.push_str("\",\"method\":");
+            push_json_str(line, req.method.as_str());
             line.push_str(",\"host\":");
-            push_json_str(&mut line, host);
+            push_json_str(line, host);
             line.push_str(",\"path\":");
-            push_json_str(&mut line, path);
-            let _ = write!(
-                line,
-                ",\"status\":{},\"duration_ms\":{ms:.3},\"bytes_sent\":{sent},\"route\":",
-                e.status
-            );
-            push_json_str(&mut line, e.route);
+            push_json_str(line, path);
+            line.push_str(",\"status\":");
+            line.push_str(num.format(e.status));
+            line.push_str(",\"duration_ms\":");
+            push_millis(line, e.elapsed);
+            line.push_str(",\"bytes_sent\":");
+            line.push_str(num.format(sent));
+            line.push_str(",\"route\":");
+            push_json_str(line, e.route);
             line.push_str(",\"service\":");
-            push_json_str(&mut line, e.service);
+            push_json_str(line, e.service);
             line.push_str(",\"upstream\":");
             match e.upstream {
-                Some(u) => push_json_str(&mut line, u),
+                Some(u) => push_json_str(line, u),
                 None => line.push_str("null"),
             }
-            let _ = write!(line, ",\"attempts\":{}}}", e.attempts);
+            line.push_str(",\"attempts\":");
+            line.push_str(num.format(e.attempts));
+            line.push('}');
         }
         AccessLogFormat::Text => {
+            push_timestamp(line, now);
+            line.push(' ');
+            if let Some(ip) = e.client_ip {
+                let _ = write!(line, "{ip}");
+            }
             let _ = write!(
                 line,
-                "{} {client} \"{} {host}{}\" {} {ms:.3}ms {sent}B route={} service={} upstream={} attempts={} id={}",
-                rfc3339(SystemTime::now()),
+                " \"{} {host}{}\" {} ",
                 req.method,
                 path.escape_debug(),
-                e.status,
+                e.status
+            );
+            push_millis(line, e.elapsed);
+            let _ = write!(
+                line,
+                "ms {sent}B route={} service={} upstream={} attempts={} id={}",
                 e.route,
                 e.service,
                 e.upstream.unwrap_or("-"),
@@ -84,9 +142,133 @@ pub fn write(format: AccessLogFormat, e: &Entry) {
                 e.request_id
             );
         }
-        AccessLogFormat::Off => return,
+        AccessLogFormat::Off => {}
     }
-    log::info!(target: TARGET, "{line}");
+}
+
+/// `12.345`: milliseconds with 3 decimals, from integers.
+fn push_millis(line: &mut String, d: Duration) {
+    let us = d.as_micros();
+    let mut num = itoa::Buffer::new();
+    line.push_str(num.format(us / 1000));
+    line.push('.');
+    let frac = (us % 1000) as u16;
+    line.push(char::from(b'0' + (frac / 100) as u8));
+    line.push(char::from(b'0' + (frac / 10 % 10) as u8));
+    line.push(char::from(b'0' + (frac % 10) as u8));
+}
+
+/// [`rfc3339`] of `now`, with the date and time of day formatted once per second per
+/// thread.
+fn push_timestamp(line: &mut String, now: SystemTime) {
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let d = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    SECOND.with(|cached| match cached.try_borrow_mut() {
+        Ok(mut c) => {
+            if c.0 != secs {
+                let full = rfc3339(now);
+                // "YYYY-MM-DDTHH:MM:SS" of ".mmmZ".
+                c.1 = full[..full.len() - 5].to_string();
+                c.0 = secs;
+            }
+            line.push_str(&c.1);
+            let ms = d.subsec_millis();
+            line.push('.');
+            line.push(char::from(b'0' + (ms / 100) as u8));
+            line.push(char::from(b'0' + (ms / 10 % 10) as u8));
+            line.push(char::from(b'0' + (ms % 10) as u8));
+            line.push('Z');
+        }
+        Err(_) => line.push_str(&rfc3339(now)),
+    });
+}
+
+/// Whether the writer thread runs (else every push writes at once).
+static WRITER: AtomicBool = AtomicBool::new(false);
+
+/// The shared buffer and the thread that flushes it.
+struct Sink {
+    buf: Mutex<Vec<u8>>,
+    /// Signalled when the buffer goes from empty to not.
+    filled: Condvar,
+    /// Held while writing, with the spare buffer the full one is swapped into, so
+    /// batches reach stderr whole and in order.
+    out: Mutex<Vec<u8>>,
+}
+
+fn sink() -> &'static Sink {
+    static SINK: OnceLock<Sink> = OnceLock::new();
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    let s = SINK.get_or_init(|| Sink {
+        buf: Mutex::new(Vec::with_capacity(FLUSH_BYTES * 2)),
+        filled: Condvar::new(),
+        out: Mutex::new(Vec::with_capacity(FLUSH_BYTES * 2)),
+    });
+    STARTED.call_once(|| {
+        extern "C" fn flush_at_exit() {
+            sink().flush();
+        }
+        // SAFETY: registers a plain `extern "C" fn()`, as atexit(3) requires.
+        unsafe {
+            libc::atexit(flush_at_exit);
+        }
+        let spawned = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || loop {
+                let s = sink();
+                {
+                    let mut buf = lock(&s.buf);
+                    while buf.is_empty() {
+                        buf = s.filled.wait(buf).unwrap_or_else(|e| e.into_inner());
+                    }
+                }
+                std::thread::sleep(FLUSH_INTERVAL);
+                s.flush();
+            });
+        match spawned {
+            Ok(_) => WRITER.store(true, Ordering::Release),
+            Err(e) => {
+                log::error!("access log: no writer thread ({e}); lines are written as they come")
+            }
+        }
+    });
+    s
+}
+
+impl Sink {
+    fn push(&self, line: &[u8]) {
+        let mut buf = lock(&self.buf);
+        let was_empty = buf.is_empty();
+        buf.extend_from_slice(line);
+        let full = buf.len() >= FLUSH_BYTES || !WRITER.load(Ordering::Acquire);
+        drop(buf);
+        if full {
+            self.flush();
+        } else if was_empty {
+            self.filled.notify_one();
+        }
+    }
+
+    fn flush(&self) {
+        let mut out = lock(&self.out);
+        std::mem::swap(&mut *lock(&self.buf), &mut *out);
+        if !out.is_empty() {
+            // Nowhere to report a failed write to stderr; the batch is dropped.
+            let _ = std::io::stderr().lock().write_all(&out);
+            out.clear();
+            if out.capacity() > FLUSH_BYTES * 8 {
+                out.shrink_to(FLUSH_BYTES * 2);
+            }
+        }
+    }
+}
+
+/// A panic while holding a buffer cannot leave it half-valid (it holds whole lines).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// `2026-11-22T07:48:19.123Z` without a date-time dependency.
@@ -129,5 +311,34 @@ mod tests {
         assert_eq!(rfc3339(t), "2026-11-22T09:48:19.123Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert!(rfc3339(leap).starts_with("2000-02-29T"));
+    }
+
+    #[test]
+    fn cached_timestamps_match_the_full_format() {
+        let base = UNIX_EPOCH + Duration::from_millis(1_795_340_899_000);
+        for ms in [0u64, 7, 123, 999, 1_000, 1_001, 86_400_000, 86_400_999] {
+            let t = base + Duration::from_millis(ms);
+            let mut line = String::new();
+            push_timestamp(&mut line, t);
+            assert_eq!(line, rfc3339(t), "at +{ms} ms");
+        }
+    }
+
+    #[test]
+    fn millis_with_three_decimals() {
+        let cases = [
+            (0, "0.000"),
+            (1, "0.001"),
+            (999, "0.999"),
+            (12_345, "12.345"),
+        ];
+        for (us, want) in cases {
+            let mut s = String::new();
+            push_millis(&mut s, Duration::from_micros(us));
+            assert_eq!(s, want);
+        }
+        let mut s = String::new();
+        push_millis(&mut s, Duration::from_secs(3) + Duration::from_nanos(1_999));
+        assert_eq!(s, "3000.001");
     }
 }

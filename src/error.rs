@@ -6,6 +6,7 @@
 use crate::auth::AuthError;
 use crate::ratelimit::RateHeaders;
 use bytes::Bytes;
+use http::HeaderValue;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GatewayError {
@@ -97,7 +98,10 @@ impl GatewayError {
                 "Bearer error=\"invalid_token\"".to_string(),
             )],
             GatewayError::RateLimited(h) => {
-                let mut v = rate_headers(h);
+                let mut v: Vec<(&'static str, String)> = rate_headers(h)
+                    .into_iter()
+                    .map(|(name, value)| (name, value.to_str().unwrap_or("").to_string()))
+                    .collect();
                 v.push((
                     "retry-after",
                     h.retry_after_secs.unwrap_or(1).max(1).to_string(),
@@ -119,11 +123,12 @@ impl GatewayError {
 }
 
 /// The `RateLimit-*` headers (draft-ietf-httpapi-ratelimit-headers) for one policy.
-pub fn rate_headers(h: &RateHeaders) -> Vec<(&'static str, String)> {
-    vec![
-        ("ratelimit-limit", h.limit.to_string()),
-        ("ratelimit-remaining", h.remaining.to_string()),
-        ("ratelimit-reset", h.reset_secs.to_string()),
+/// On every response of a limited route, so built without `String`s or a `Vec`.
+pub fn rate_headers(h: &RateHeaders) -> [(&'static str, HeaderValue); 4] {
+    [
+        ("ratelimit-limit", HeaderValue::from(h.limit)),
+        ("ratelimit-remaining", HeaderValue::from(h.remaining)),
+        ("ratelimit-reset", HeaderValue::from(h.reset_secs)),
         ("ratelimit-policy", h.policy.clone()),
     ]
 }
@@ -143,6 +148,12 @@ pub fn json_body(code: &str, request_id: &str) -> Bytes {
 /// Append `v` as a JSON string literal.
 pub fn push_json_str(out: &mut String, v: &str) {
     out.push('"');
+    if !v.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        // The common case (ids, paths, names): nothing to escape.
+        out.push_str(v);
+        out.push('"');
+        return;
+    }
     for c in v.chars() {
         match c {
             '"' => out.push_str("\\\""),

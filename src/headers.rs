@@ -7,7 +7,9 @@
 //!   characters from a safe set), else generated: a per-process random prefix plus a
 //!   counter, unique without a syscall or a lock.
 
+use http::HeaderValue;
 use ipnet::IpNet;
+use std::io::Write;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -64,14 +66,58 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 
 /// The `X-Forwarded-For` value to send upstream: the incoming chain (only when the peer
 /// is trusted) with the peer appended.
-pub fn forwarded_for(peer: IpAddr, incoming: Option<&[u8]>, peer_trusted: bool) -> String {
+pub fn forwarded_for(peer: IpAddr, incoming: Option<&[u8]>, peer_trusted: bool) -> HeaderValue {
     let peer = canonical(peer);
     match incoming.and_then(|v| std::str::from_utf8(v).ok()) {
         Some(chain) if peer_trusted && !chain.trim().is_empty() => {
-            format!("{}, {peer}", chain.trim())
+            let chain = chain.trim();
+            let mut v = Vec::with_capacity(chain.len() + 2 + 45);
+            v.extend_from_slice(chain.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(ip_value(peer).as_bytes());
+            // The chain came from a valid header value; ", <ip>" keeps it valid.
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).unwrap_or_else(|_| ip_value(peer))
         }
-        _ => peer.to_string(),
+        _ => ip_value(peer),
     }
+}
+
+/// An address as a header value (`X-Real-IP`), formatted without a heap `String`
+/// (IPv4 by hand: `fmt` costs more than the rest of the header).
+pub fn ip_value(ip: IpAddr) -> HeaderValue {
+    let ip = canonical(ip);
+    // The longest IPv6 text form is 45 bytes.
+    let mut buf = [0u8; 48];
+    let len = match ip {
+        IpAddr::V4(v4) => {
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[len] = b'.';
+                    len += 1;
+                }
+                let digits = [octet / 100, octet / 10 % 10, octet % 10];
+                let skip = if octet >= 100 {
+                    0
+                } else if octet >= 10 {
+                    1
+                } else {
+                    2
+                };
+                for d in &digits[skip..] {
+                    buf[len] = b'0' + d;
+                    len += 1;
+                }
+            }
+            len
+        }
+        IpAddr::V6(_) => {
+            let mut cursor = &mut buf[..];
+            let _ = write!(cursor, "{ip}");
+            48 - cursor.len()
+        }
+    };
+    HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// A client-sent request id is kept if it is 1–128 characters of `[A-Za-z0-9._:-]`.
@@ -82,13 +128,25 @@ pub fn sane_request_id(v: &[u8]) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
 }
 
-/// A new request id: 16 hex digits of per-process randomness + 16 of a counter.
-pub fn new_request_id() -> String {
+/// A new request id: 16 hex digits of per-process randomness + 16 of a counter, built
+/// on the stack (one allocation: the header value itself, shared by every use).
+pub fn new_request_id() -> HeaderValue {
     static PREFIX: OnceLock<u64> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = *PREFIX.get_or_init(rand::random::<u64>);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix:016x}{n:016x}")
+    let mut buf = [0u8; 32];
+    hex16(prefix, &mut buf[..16]);
+    hex16(n, &mut buf[16..]);
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+fn hex16(mut v: u64, out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for slot in out.iter_mut().rev() {
+        *slot = HEX[(v & 0xf) as usize];
+        v >>= 4;
+    }
 }
 
 #[cfg(test)]
@@ -136,6 +194,23 @@ mod tests {
     fn mapped_v6_is_v4() {
         let peer: IpAddr = "::ffff:10.0.0.2".parse().unwrap();
         assert!(is_trusted(peer, &nets(&["10.0.0.0/8"])));
+        assert_eq!(ip_value(peer), "10.0.0.2");
+        assert_eq!(forwarded_for(peer, None, false), "10.0.0.2");
+    }
+
+    #[test]
+    fn longest_addresses_fit() {
+        let v6: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap();
+        assert_eq!(ip_value(v6), "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff");
+        // 45 bytes: the longest text form (an IPv4-embedded IPv6 address).
+        let embedded: IpAddr = "0:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+            .parse()
+            .unwrap();
+        let text = embedded.to_string();
+        assert_eq!(ip_value(embedded), text.as_str());
+        for v4 in ["255.255.255.255", "0.0.0.0", "10.0.100.9", "1.22.103.40"] {
+            assert_eq!(ip_value(v4.parse().unwrap()), v4);
+        }
     }
 
     #[test]

@@ -59,19 +59,15 @@ fn init_logging() {
     let env = env_logger::Env::default().default_filter_or("info");
     env_logger::Builder::from_env(env)
         .format(|buf, record| {
-            if record.target() == gatehouse::access_log::TARGET {
-                // Access lines are already complete (JSON or text).
-                writeln!(buf, "{}", record.args())
-            } else {
-                writeln!(
-                    buf,
-                    "{} {:<5} {}: {}",
-                    gatehouse::access_log::rfc3339(std::time::SystemTime::now()),
-                    record.level(),
-                    record.target(),
-                    record.args()
-                )
-            }
+            // Access lines do not come through here (see `access_log`).
+            writeln!(
+                buf,
+                "{} {:<5} {}: {}",
+                gatehouse::access_log::rfc3339(std::time::SystemTime::now()),
+                record.level(),
+                record.target(),
+                record.args()
+            )
         })
         .init();
 }

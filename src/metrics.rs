@@ -10,8 +10,10 @@
 //! another crate registered into.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
+use std::sync::OnceLock;
 
 pub struct Metrics {
     registry: Registry,
@@ -39,6 +41,13 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Ok,
+        Outcome::Error,
+        Outcome::Timeout,
+        Outcome::Refused,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
@@ -46,6 +55,11 @@ impl Outcome {
             Outcome::Timeout => "timeout",
             Outcome::Refused => "refused",
         }
+    }
+
+    /// Position in [`Outcome::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -183,10 +197,47 @@ impl Metrics {
         out
     }
 
-    pub fn record_attempt(&self, service: &str, upstream: &str, outcome: Outcome) {
-        self.upstream_requests
-            .with_label_values(&[service, upstream, outcome.label()])
-            .inc();
+    /// The attempt counters of one upstream, in [`Outcome::ALL`] order.
+    pub fn attempt_counters(&self, service: &str, upstream: &str) -> [IntCounter; 4] {
+        Outcome::ALL.map(|o| {
+            self.upstream_requests
+                .with_label_values(&[service, upstream, o.label()])
+        })
+    }
+
+    /// Count one answered request (`requests_total` and the duration histogram).
+    pub fn record_request(
+        &self,
+        cached: Option<&RouteMetrics>,
+        labels: [&str; 2],
+        method: &http::Method,
+        status: u16,
+        seconds: f64,
+    ) {
+        let [route, service] = labels;
+        let m = method_index(method);
+        match cached {
+            Some(c) if status == 200 => c.ok[m]
+                .get_or_init(|| {
+                    self.requests
+                        .with_label_values(&[route, service, METHODS[m], "200"])
+                })
+                .inc(),
+            _ => self
+                .requests
+                .with_label_values(&[route, service, METHODS[m], status_label(status)])
+                .inc(),
+        }
+        match cached {
+            Some(c) => c
+                .duration
+                .get_or_init(|| self.duration.with_label_values(&[route, service]))
+                .observe(seconds),
+            None => self
+                .duration
+                .with_label_values(&[route, service])
+                .observe(seconds),
+        }
     }
 }
 
@@ -196,18 +247,37 @@ impl Default for Metrics {
     }
 }
 
+/// The `method` label values; [`method_index`] indexes them.
+pub const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "OTHER",
+];
+
+/// Index of the method's label in [`METHODS`].
+pub fn method_index(m: &http::Method) -> usize {
+    match *m {
+        http::Method::GET => 0,
+        http::Method::HEAD => 1,
+        http::Method::POST => 2,
+        http::Method::PUT => 3,
+        http::Method::DELETE => 4,
+        http::Method::PATCH => 5,
+        http::Method::OPTIONS => 6,
+        _ => 7,
+    }
+}
+
 /// A bounded label for the request method.
 pub fn method_label(m: &http::Method) -> &'static str {
-    match *m {
-        http::Method::GET => "GET",
-        http::Method::HEAD => "HEAD",
-        http::Method::POST => "POST",
-        http::Method::PUT => "PUT",
-        http::Method::DELETE => "DELETE",
-        http::Method::PATCH => "PATCH",
-        http::Method::OPTIONS => "OPTIONS",
-        _ => "OTHER",
-    }
+    METHODS[method_index(m)]
+}
+
+/// A route's metric children, resolved on first use: `with_label_values` hashes every
+/// label under a lock, on every request otherwise. `ok` holds
+/// `gatehouse_requests_total{status="200"}` by method; other statuses are looked up.
+#[derive(Default)]
+pub struct RouteMetrics {
+    pub duration: OnceLock<Histogram>,
+    pub ok: [OnceLock<IntCounter>; 8],
 }
 
 /// Status codes as static strings (no allocation per request).

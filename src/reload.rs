@@ -107,6 +107,7 @@ fn needs_upgrade(old: &Config, new: &Config) -> Vec<String> {
     check("server.upgrade_sock", o.upgrade_sock != n.upgrade_sock);
     check("server.error_log", o.error_log != n.error_log);
     check("server.h2c", o.h2c != n.h2c);
+    check("server.work_stealing", o.work_stealing != n.work_stealing);
     check("server.grace_period", o.grace_period != n.grace_period);
     check(
         "server.shutdown_timeout",

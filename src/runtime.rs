@@ -69,6 +69,8 @@ pub struct Runtime {
     pub trusted_proxies: Vec<IpNet>,
     pub max_request_body: Option<u64>,
     pub access_log: AccessLogFormat,
+    /// By route index: metric children resolved on first use.
+    pub route_metrics: Box<[crate::metrics::RouteMetrics]>,
 }
 
 impl Runtime {
@@ -161,6 +163,9 @@ impl Runtime {
             trusted_proxies: config.server.trusted_proxies.clone(),
             max_request_body: config.server.max_request_body,
             access_log: config.server.access_log,
+            route_metrics: std::iter::repeat_with(Default::default)
+                .take(config.routes.len())
+                .collect(),
             config: Arc::new(config),
             routes,
             services,

@@ -30,6 +30,7 @@ pub fn server_conf(config: &Config, opts: RunOptions) -> ServerConf {
     let s = &config.server;
     ServerConf {
         threads: s.threads,
+        work_stealing: s.work_stealing,
         daemon: opts.daemon,
         pid_file: s.pid_file.clone(),
         upgrade_sock: s.upgrade_sock.clone(),

@@ -21,6 +21,8 @@
 #                      (also bare-timeouts: bare Pingora with Gatehouse's peer timeouts)
 #   --variant L=BIN    also run gh-pass and gh-full with another gatehouse binary,
 #                      labelled L (repeatable; for build-profile comparisons)
+#   --work-stealing B  true|false: Pingora's work-stealing runtime, for bare Pingora and
+#                      both Gatehouse targets alike (default: true, Pingora's default)
 #   --no-build         do not run cargo build first
 #   --no-oha           skip the fixed-rate latency phase (throughput and CPU only)
 #   --perf LIST        `perf record -e cpu-clock --call-graph dwarf` the measured wrk
@@ -47,6 +49,7 @@ BARE_BIN=${BARE_BIN:-$ROOT/target/release/examples/bare_proxy}
 QUICK=0 LARGE=0 BUILD=1 NO_OHA=0 REPS='' DURATION='' WARMUP='' RATE='' PERF_TARGET=''
 TARGET_LIST=nginx,haproxy,bare,gh-pass,gh-full
 VARIANTS=()
+WORK_STEALING=true
 
 die() { echo "run.sh: $*" >&2; exit 1; }
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
@@ -61,6 +64,7 @@ while [ $# -gt 0 ]; do
         --rate) RATE=${2:?--rate N}; shift ;;
         --targets) TARGET_LIST=${2:?--targets LIST}; shift ;;
         --variant) VARIANTS+=("${2:?--variant LABEL=BIN}"); shift ;;
+        --work-stealing) WORK_STEALING=${2:?--work-stealing true|false}; shift ;;
         --no-build) BUILD=0 ;;
         --no-oha) NO_OHA=1 ;;
         --perf) PERF_TARGET=${2:?--perf LIST}; shift ;;
@@ -69,6 +73,9 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+case $WORK_STEALING in true|false) ;; *) die "--work-stealing wants true or false" ;; esac
+# The same runtime for every Rust proxy: the configs and bare_proxy read these.
+export GH_WORK_STEALING=$WORK_STEALING BARE_WORK_STEALING=$WORK_STEALING
 if [ "$QUICK" = 1 ]; then
     REPS=${REPS:-1} DURATION=${DURATION:-5} WARMUP=${WARMUP:-1}
 else
@@ -490,7 +497,7 @@ done
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "gatehouse: $GATEHOUSE_BIN_ORIG, tree at start: $GIT_REV"
     echo "versions: $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | awk '{print "HAProxy " $3}'), wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}')${OHA:+, $("$OHA" --version)}"
-    echo "settings: reps=$REPS duration=${DURATION}s warmup=${WARMUP}s wrk -t1 -c50; oha -c50 --latency-correction${RATES[*]:+ rate ${RATES[*]}}"
+    echo "settings: reps=$REPS duration=${DURATION}s warmup=${WARMUP}s work_stealing=$WORK_STEALING (bare Pingora and Gatehouse); wrk -t1 -c50; oha -c50 --latency-correction${RATES[*]:+ rate ${RATES[*]}}"
     if [ "$NO_OHA" = 1 ]; then
         echo "latency: --no-oha, p50/p99 are from wrk --latency (closed loop: coordinated omission, not honest tail latency)"
     elif [ -z "$OHA" ]; then

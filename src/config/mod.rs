@@ -124,6 +124,9 @@ pub struct ServerSettings {
     pub max_request_body: Option<u64>,
     pub access_log: AccessLogFormat,
     pub h2c: bool,
+    /// One multi-threaded runtime whose threads steal work (Pingora's default), or one
+    /// single-threaded runtime per thread, each keeping the connections it accepted.
+    pub work_stealing: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -579,6 +582,7 @@ fn validate_server(raw: RawServer, errors: &mut Vec<ConfigError>) -> ServerSetti
         max_request_body: raw.max_request_body.map(|s| s.0),
         access_log,
         h2c: raw.h2c,
+        work_stealing: raw.work_stealing.unwrap_or(true),
     }
 }
 

@@ -43,6 +43,8 @@ pub struct RawServer {
     /// Accept HTTP/2 with prior knowledge on plaintext listeners.
     #[serde(default)]
     pub h2c: bool,
+    /// Pingora's work-stealing runtime (`false`: one single-threaded runtime per thread).
+    pub work_stealing: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -33,7 +33,7 @@ use crate::cache::{BodyCollector, FillGuard, RouteCache};
 use crate::config::Balance;
 use crate::error::GatewayError;
 use crate::headers;
-use crate::metrics::{method_label, status_label, Metrics, Outcome};
+use crate::metrics::{Metrics, Outcome};
 use crate::ratelimit::RateHeaders;
 use crate::routing;
 use crate::runtime::Runtime;
@@ -41,7 +41,7 @@ use crate::upstream::{InflightGuard, Selection, ServiceRuntime};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header;
+use http::{header, HeaderName};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::compression::ResponseCompression;
 use pingora::prelude::*;
@@ -69,12 +69,13 @@ pub struct Ctx {
     start: Instant,
     rt: Option<Arc<Runtime>>,
     route: Option<usize>,
-    request_id: String,
+    /// `X-Request-Id`: the client's (when sane) or a new one; cloning shares it.
+    request_id: http::HeaderValue,
     peer_ip: Option<IpAddr>,
     peer_trusted: bool,
     client_ip: Option<IpAddr>,
     /// Upstreams (indices into the service) this request was sent to, in order.
-    tried: Vec<usize>,
+    tried: smallvec::SmallVec<[usize; 4]>,
     /// Whether the current attempt's outcome is already counted.
     attempt_recorded: bool,
     /// The current attempt's hold on its upstream's circuit breaker.
@@ -108,6 +109,11 @@ impl Ctx {
     fn route<'a>(&self, rt: &'a Runtime) -> Option<&'a routing::Route> {
         self.route.map(|i| &rt.routes.routes()[i])
     }
+
+    /// The request id as text (sane client ids and generated ones are ASCII).
+    fn request_id(&self) -> &str {
+        self.request_id.to_str().unwrap_or("")
+    }
 }
 
 #[async_trait]
@@ -119,11 +125,11 @@ impl ProxyHttp for Gateway {
             start: Instant::now(),
             rt: None,
             route: None,
-            request_id: String::new(),
+            request_id: http::HeaderValue::from_static(""),
             peer_ip: None,
             peer_trusted: false,
             client_ip: None,
-            tried: Vec::new(),
+            tried: smallvec::SmallVec::new(),
             attempt_recorded: true,
             ticket: None,
             upstream_guard: None,
@@ -357,33 +363,7 @@ impl ProxyHttp for Gateway {
                 }
             }
         }
-        if let Some(peer) = ctx.peer_ip {
-            let incoming = session
-                .req_header()
-                .headers
-                .get("x-forwarded-for")
-                .map(|v| v.as_bytes());
-            let xff = headers::forwarded_for(peer, incoming, ctx.peer_trusted);
-            upstream.insert_header("x-forwarded-for", xff)?;
-        }
-        if let Some(client) = ctx.client_ip {
-            upstream.insert_header("x-real-ip", client.to_string())?;
-        }
-        let keep_forwarded = ctx.peer_trusted;
-        if !(keep_forwarded && upstream.headers.contains_key("x-forwarded-proto")) {
-            let tls = session
-                .digest()
-                .and_then(|d| d.ssl_digest.as_ref())
-                .is_some();
-            upstream.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
-        }
-        if !(keep_forwarded && upstream.headers.contains_key("x-forwarded-host")) {
-            if let Some(host) = request_host(session.req_header()) {
-                let host = host.to_string();
-                upstream.insert_header("x-forwarded-host", host)?;
-            }
-        }
-        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+        add_forwarded_headers(session, upstream, ctx)?;
         if let (Some(claims), Some(Some(ra))) =
             (&ctx.claims, ctx.route.and_then(|i| rt.route_auth.get(i)))
         {
@@ -454,7 +434,7 @@ impl ProxyHttp for Gateway {
             req.method,
             req.uri.path(),
             request_host(req).unwrap_or("-"),
-            ctx.request_id
+            ctx.request_id()
         )
     }
 
@@ -474,16 +454,17 @@ impl ProxyHttp for Gateway {
         let route = rt.and_then(|rt| ctx.route(rt));
         let (route_name, service) =
             route.map_or(("none", "none"), |r| (&*r.name, &*r.service_name));
-        let method = method_label(&session.req_header().method);
-        self.metrics
-            .requests
-            .with_label_values(&[route_name, service, method, status_label(status)])
-            .inc();
         let elapsed = ctx.start.elapsed();
-        self.metrics
-            .duration
-            .with_label_values(&[route_name, service])
-            .observe(elapsed.as_secs_f64());
+        let cached = rt
+            .zip(ctx.route)
+            .and_then(|(rt, i)| rt.route_metrics.get(i));
+        self.metrics.record_request(
+            cached,
+            [route_name, service],
+            &session.req_header().method,
+            status,
+            elapsed.as_secs_f64(),
+        );
         if let Some(rt) = rt {
             self.count_cache_miss(ctx, rt);
             let upstream = route
@@ -493,7 +474,7 @@ impl ProxyHttp for Gateway {
                 rt.access_log,
                 &access_log::Entry {
                     session,
-                    request_id: &ctx.request_id,
+                    request_id: ctx.request_id(),
                     client_ip: ctx.client_ip,
                     status,
                     elapsed,
@@ -528,8 +509,11 @@ impl Gateway {
         let (Some(svc), Some(&i)) = (service(ctx), ctx.tried.last()) else {
             return;
         };
-        self.metrics
-            .record_attempt(&svc.name, &svc.upstreams[i].state.address, outcome);
+        let state = &svc.upstreams[i].state;
+        let counters = state
+            .attempt_counters
+            .get_or_init(|| self.metrics.attempt_counters(&svc.name, &state.address));
+        counters[outcome.index()].inc();
     }
 
     /// Whether a request the upstream already received may be sent again: within the
@@ -555,6 +539,87 @@ fn service(ctx: &Ctx) -> Option<&ServiceRuntime> {
     let rt = ctx.rt.as_deref()?;
     let route = ctx.route(rt)?;
     Some(&rt.services[route.service])
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// `X-Forwarded-For`, `X-Real-IP`, `X-Forwarded-Proto`, `X-Forwarded-Host` and
+/// `X-Request-Id` on the upstream request.
+///
+/// This runs on every proxied request, and Pingora's `insert_header` costs two heap
+/// allocations per custom header name plus the growth of two maps (values, and the
+/// original spelling of each name). So the header is taken apart once, the map grown
+/// once, and the names inserted as constants; the upstream request then goes without
+/// the original-spelling map: header names reach upstreams in canonical form (standard
+/// ones title-cased, others lower-case), as from an HTTP/2 client. The request target
+/// (absolute-form, non-UTF-8 bytes) and HTTP/2 END_STREAM choice are kept as they were.
+fn add_forwarded_headers(session: &Session, upstream: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
+    let req = session.req_header();
+    let keep_forwarded = ctx.peer_trusted;
+    let verbatim_target = {
+        let raw = upstream.raw_path();
+        let from_uri = upstream.uri.path_and_query().map(|p| p.as_str().as_bytes());
+        (!upstream.raw_path_is_utf8() || from_uri != Some(raw)).then(|| raw.to_vec())
+    };
+    let send_end_stream = upstream.send_end_stream();
+    // No allocation: an empty map, the static "/" URI.
+    let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
+    let mut parts: http::request::Parts = std::mem::replace(upstream, placeholder).into();
+    let h = &mut parts.headers;
+    h.reserve(5);
+
+    let mut real_ip = None;
+    if let Some(peer) = ctx.peer_ip {
+        let incoming = req.headers.get(&X_FORWARDED_FOR).map(|v| v.as_bytes());
+        let xff = headers::forwarded_for(peer, incoming, ctx.peer_trusted);
+        if !ctx.peer_trusted {
+            // Untrusted peer: X-Forwarded-For is the peer alone, and so is X-Real-IP.
+            real_ip = Some(xff.clone());
+        }
+        h.insert(X_FORWARDED_FOR, xff);
+    }
+    if let Some(client) = ctx.client_ip {
+        h.insert(
+            X_REAL_IP,
+            real_ip.unwrap_or_else(|| headers::ip_value(client)),
+        );
+    }
+    if !(keep_forwarded && h.contains_key(&X_FORWARDED_PROTO)) {
+        let tls = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .is_some();
+        let proto = if tls { "https" } else { "http" };
+        h.insert(X_FORWARDED_PROTO, http::HeaderValue::from_static(proto));
+    }
+    if !(keep_forwarded && h.contains_key(&X_FORWARDED_HOST)) {
+        // The request's own value (reference-counted, not copied).
+        let host = match req.headers.get(header::HOST) {
+            Some(v) => Some(v.clone()),
+            None => req
+                .uri
+                .authority()
+                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok()),
+        };
+        if let Some(host) = host {
+            h.insert(X_FORWARDED_HOST, host);
+        }
+    }
+    h.insert(X_REQUEST_ID, ctx.request_id.clone());
+
+    let mut rebuilt = RequestHeader::from(parts);
+    if let Some(target) = verbatim_target {
+        rebuilt.set_raw_path(&target)?;
+    }
+    if let Some(eos) = send_end_stream {
+        rebuilt.set_send_end_stream(eos);
+    }
+    *upstream = rebuilt;
+    Ok(())
 }
 
 /// Map a Pingora error to the answer (used when no phase set one).

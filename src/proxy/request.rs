@@ -19,6 +19,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+// Constants: a `&str` name is parsed on every lookup.
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+
 /// What `request_filter` does next.
 pub enum Admit {
     /// Go upstream.
@@ -31,11 +35,8 @@ impl Gateway {
     /// Request id and client address (trusted-proxy aware).
     pub(super) fn identify(&self, session: &Session, ctx: &mut Ctx, rt: &Runtime) {
         let req = session.req_header();
-        ctx.request_id = match req.headers.get("x-request-id") {
-            Some(v) if headers::sane_request_id(v.as_bytes()) => {
-                // sane ids are ASCII by construction
-                String::from_utf8_lossy(v.as_bytes()).into_owned()
-            }
+        ctx.request_id = match req.headers.get(X_REQUEST_ID) {
+            Some(v) if headers::sane_request_id(v.as_bytes()) => v.clone(),
             _ => headers::new_request_id(),
         };
         ctx.peer_ip = session
@@ -44,7 +45,7 @@ impl Gateway {
             .map(|a| a.ip());
         if let Some(peer) = ctx.peer_ip {
             ctx.peer_trusted = headers::is_trusted(peer, &rt.trusted_proxies);
-            let xff = req.headers.get("x-forwarded-for").map(|v| v.as_bytes());
+            let xff = req.headers.get(X_FORWARDED_FOR).map(|v| v.as_bytes());
             ctx.client_ip = Some(headers::client_ip(peer, xff, &rt.trusted_proxies));
         }
         ctx.origin = req.headers.get(header::ORIGIN).cloned();
@@ -219,7 +220,7 @@ impl Gateway {
                 resp.append_header(name, value)?;
             }
             resp.insert_header(header::CONTENT_LENGTH, 0)?;
-            resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+            resp.insert_header("x-request-id", ctx.request_id.clone())?;
             ctx.own_status = 204;
             session.write_response_header(Box::new(resp), true).await
         };
@@ -287,12 +288,12 @@ impl Gateway {
         ctx: &mut Ctx,
         err: GatewayError,
     ) -> Result<()> {
-        let body = json_body(err.code(), &ctx.request_id);
+        let body = json_body(err.code(), ctx.request_id());
         let status = err.status();
         let mut resp = ResponseHeader::build(status, Some(5))?;
         resp.insert_header(header::CONTENT_TYPE, "application/json")?;
         resp.insert_header(header::CONTENT_LENGTH, body.len())?;
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        resp.insert_header("x-request-id", ctx.request_id.clone())?;
         for (name, value) in err.extra_headers() {
             resp.insert_header(name, value)?;
         }

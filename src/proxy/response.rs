@@ -24,15 +24,7 @@ pub const COMPRESSION_MIN_BYTES: u64 = 1024;
 impl Gateway {
     /// Everything the gateway adds to a response, proxied or served from cache.
     pub(super) fn decorate(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &Ctx) {
-        let _ = resp.insert_header("x-request-id", ctx.request_id.as_str());
-        if let Some(rate) = &ctx.rate {
-            for (name, value) in rate_headers(rate) {
-                let _ = resp.insert_header(name, value);
-            }
-        }
-        if let Some(status) = ctx.cache_status {
-            let _ = resp.insert_header("x-cache", status);
-        }
+        add_gateway_headers(resp, ctx);
         let Some(rt) = ctx.rt.as_deref() else { return };
         let Some(i) = ctx.route else { return };
         let extra = &rt.config.route_extras[i];
@@ -143,6 +135,39 @@ impl Gateway {
     }
 }
 
+/// `X-Request-Id`, `RateLimit-*` and `X-Cache`, on every response.
+///
+/// As on the upstream request (see `add_forwarded_headers`), the header is taken apart
+/// so the names go in as constants and the map grows once, instead of Pingora's
+/// `insert_header` (two allocations per custom name, two maps grown). The response then
+/// goes without the original-spelling map: header names reach the client in canonical
+/// form (standard ones title-cased, others lower-case), as over HTTP/2. A non-standard
+/// reason phrase is kept.
+fn add_gateway_headers(resp: &mut ResponseHeader, ctx: &Ctx) {
+    let reason = resp.get_reason_phrase().map(str::to_owned);
+    let placeholder = ResponseHeader::from(http::Response::new(()).into_parts().0);
+    let mut parts: http::response::Parts = std::mem::replace(resp, placeholder).into();
+    let h = &mut parts.headers;
+    h.reserve(6);
+    h.insert(X_REQUEST_ID, ctx.request_id.clone());
+    if let Some(rate) = &ctx.rate {
+        for (name, value) in rate_headers(rate) {
+            h.insert(HeaderName::from_static(name), value);
+        }
+    }
+    if let Some(status) = ctx.cache_status {
+        h.insert(X_CACHE, HeaderValue::from_static(status));
+    }
+    let mut rebuilt = ResponseHeader::from(parts);
+    if reason.is_some() {
+        let _ = rebuilt.set_reason_phrase(reason.as_deref());
+    }
+    *resp = rebuilt;
+}
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
 /// Header-rule adapters for Pingora's header types. Values were validated when the
 /// rules were compiled, so a refused insert cannot happen; it would only skip a header.
 pub struct ReqSink<'a>(pub &'a mut RequestHeader);
@@ -180,7 +205,7 @@ impl<'a> Vars<'a> {
 
 impl TemplateVars for Vars<'_> {
     fn request_id(&self) -> &str {
-        &self.ctx.request_id
+        self.ctx.request_id()
     }
     fn client_ip(&self) -> Option<IpAddr> {
         self.ctx.client_ip

@@ -57,7 +57,7 @@ pub struct RateHeaders {
     /// `Retry-After`: whole seconds (rounded up, >= 1); only on refusal.
     pub retry_after_secs: Option<u64>,
     /// `RateLimit-Policy`, see [`Policy::policy_header`].
-    pub policy: String,
+    pub policy: http::HeaderValue,
 }
 
 /// The answer for one request.

@@ -59,6 +59,9 @@ pub struct UpstreamState {
     pub inflight: Arc<InflightCounter>,
     /// Survives reloads with the upstream (keyed by address).
     pub breaker: Arc<Breaker>,
+    /// `gatehouse_upstream_requests_total` for this upstream, by outcome, resolved on
+    /// first use (a label lookup hashes three strings under a lock).
+    pub attempt_counters: std::sync::OnceLock<[prometheus::IntCounter; 4]>,
 }
 
 impl UpstreamState {
@@ -70,6 +73,7 @@ impl UpstreamState {
                 &format!("{service}/{address}"),
                 Arc::new(SystemClock),
             )),
+            attempt_counters: std::sync::OnceLock::new(),
         }
     }
 }
@@ -197,7 +201,7 @@ impl ServiceRuntime {
         let max = self.upstreams.len() * 4 + 16;
         let admitted = std::cell::Cell::new(None);
         let accept = |b: &Backend, healthy: bool, allow_tried: bool| {
-            let Some(i) = b.addr.as_inet().and_then(|a| self.by_addr.get(a).copied()) else {
+            let Some(i) = b.addr.as_inet().and_then(|a| self.index_of(*a)) else {
                 return false;
             };
             if !healthy || (!allow_tried && tried.contains(&i)) {
@@ -242,6 +246,15 @@ impl ServiceRuntime {
             .as_ref()
             .map(|h| h.interval.as_secs_f64().ceil() as u64);
         breaker.or(health).unwrap_or(1).max(1)
+    }
+
+    /// The upstream with this address: a scan of a short list beats hashing it.
+    fn index_of(&self, addr: SocketAddr) -> Option<usize> {
+        if self.upstreams.len() <= 16 {
+            self.upstreams.iter().position(|u| u.addr == addr)
+        } else {
+            self.by_addr.get(&addr).copied()
+        }
     }
 
     fn upstream_by_addr(&self, addr: SocketAddr) -> Option<Arc<UpstreamState>> {

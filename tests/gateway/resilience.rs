@@ -129,9 +129,17 @@ fn hanging_upstream_times_out_and_gets_are_retried() {
         Some(1.0),
         "timeouts count as failures"
     );
-    assert!(gw
-        .metric("gatehouse_upstream_requests_total", "outcome=\"timeout\"")
-        .is_some_and(|v| v >= 2.0));
+    let timeouts = gw.metric(
+        "gatehouse_upstream_requests_total",
+        &format!(
+            "outcome=\"timeout\",service=\"s\",upstream=\"{}\"",
+            up[0].addr()
+        ),
+    );
+    assert!(
+        timeouts.is_some_and(|v| v >= 2.0),
+        "a's timeouts: {timeouts:?}"
+    );
     up[0].set_hanging(false);
 }
 
