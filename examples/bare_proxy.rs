@@ -21,6 +21,10 @@ use pingora::proxy::{ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 use std::net::SocketAddr;
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Bare {
     peer: HttpPeer,
 }

@@ -363,20 +363,12 @@ impl ProxyHttp for Gateway {
                 }
             }
         }
-        add_forwarded_headers(session, upstream, ctx)?;
-        if let (Some(claims), Some(Some(ra))) =
-            (&ctx.claims, ctx.route.and_then(|i| rt.route_auth.get(i)))
-        {
-            for (claim, name) in ra.verifier.claims_to_headers() {
-                let Some(value) = claims.get_str(claim) else {
-                    continue;
-                };
-                // A claim that is not a valid header value is not forwarded.
-                if let Ok(v) = http::HeaderValue::from_str(&value) {
-                    upstream.insert_header(name.clone(), v)?;
-                }
-            }
-        }
+        let claim_headers = ctx
+            .claims
+            .as_deref()
+            .zip(ctx.route.and_then(|i| rt.route_auth.get(i)?.as_ref()))
+            .map(|(claims, ra)| (claims, ra.verifier.claims_to_headers()));
+        add_forwarded_headers(session, upstream, ctx, claim_headers)?;
         if ctx.cache_fill.is_some() {
             // The cache needs a full response to store, not a 304 for this client.
             upstream.remove_header(&header::IF_NONE_MATCH);
@@ -547,8 +539,8 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// `X-Forwarded-For`, `X-Real-IP`, `X-Forwarded-Proto`, `X-Forwarded-Host` and
-/// `X-Request-Id` on the upstream request.
+/// `X-Forwarded-For`, `X-Real-IP`, `X-Forwarded-Proto`, `X-Forwarded-Host`,
+/// `X-Request-Id` and the verified token's claim headers on the upstream request.
 ///
 /// This runs on every proxied request, and Pingora's `insert_header` costs two heap
 /// allocations per custom header name plus the growth of two maps (values, and the
@@ -557,7 +549,12 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// the original-spelling map: header names reach upstreams in canonical form (standard
 /// ones title-cased, others lower-case), as from an HTTP/2 client. The request target
 /// (absolute-form, non-UTF-8 bytes) and HTTP/2 END_STREAM choice are kept as they were.
-fn add_forwarded_headers(session: &Session, upstream: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
+fn add_forwarded_headers(
+    session: &Session,
+    upstream: &mut RequestHeader,
+    ctx: &Ctx,
+    claim_headers: Option<(&crate::auth::Claims, &[(String, HeaderName)])>,
+) -> Result<()> {
     let req = session.req_header();
     let keep_forwarded = ctx.peer_trusted;
     let verbatim_target = {
@@ -570,7 +567,7 @@ fn add_forwarded_headers(session: &Session, upstream: &mut RequestHeader, ctx: &
     let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
     let mut parts: http::request::Parts = std::mem::replace(upstream, placeholder).into();
     let h = &mut parts.headers;
-    h.reserve(5);
+    h.reserve(5 + claim_headers.map_or(0, |(_, names)| names.len()));
 
     let mut real_ip = None;
     if let Some(peer) = ctx.peer_ip {
@@ -610,6 +607,17 @@ fn add_forwarded_headers(session: &Session, upstream: &mut RequestHeader, ctx: &
         }
     }
     h.insert(X_REQUEST_ID, ctx.request_id.clone());
+    if let Some((claims, names)) = claim_headers {
+        for (claim, name) in names {
+            // A claim that is not a valid header value is not forwarded.
+            if let Some(v) = claims
+                .get_str(claim)
+                .and_then(|v| http::HeaderValue::from_str(&v).ok())
+            {
+                h.insert(name.clone(), v);
+            }
+        }
+    }
 
     let mut rebuilt = RequestHeader::from(parts);
     if let Some(target) = verbatim_target {

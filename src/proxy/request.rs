@@ -242,7 +242,7 @@ impl Gateway {
             .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         let claims = ctx.claims.as_deref();
         let claim = |name: &str| claims.and_then(|c| c.get_str(name));
-        let keys: Vec<String> = policies
+        let keys: smallvec::SmallVec<[String; 4]> = policies
             .iter()
             .map(|p| match &p.key {
                 KeySpec::ClientIp | KeySpec::Global => p.key.bucket_key(None, ip),
@@ -253,7 +253,7 @@ impl Gateway {
                 KeySpec::Route => p.key.bucket_key(Some(route_name), ip),
             })
             .collect();
-        let checks: Vec<Check> = policies
+        let checks: smallvec::SmallVec<[Check; 4]> = policies
             .iter()
             .zip(&keys)
             .map(|(p, key)| {

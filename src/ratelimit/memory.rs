@@ -35,6 +35,7 @@
 
 use super::gcra::{decide, Outcome, Rate};
 use super::{Check, Decision};
+use smallvec::SmallVec;
 use std::collections::hash_map::Entry;
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -154,17 +155,19 @@ impl MemoryStore {
     /// Several policies: lock their shards in ascending order, evaluate all, commit all or
     /// nothing.
     fn check_many(&self, checks: &[Check<'_>], now: u64) -> Decision {
-        let keys: Vec<String> = checks.iter().map(bucket_key).collect();
-        let shards: Vec<usize> = keys.iter().map(|k| self.shard_of(k)).collect();
+        // Inline up to 4 policies: no heap for the bookkeeping of a request.
+        let keys: SmallVec<[String; 4]> = checks.iter().map(bucket_key).collect();
+        let shards: SmallVec<[usize; 4]> = keys.iter().map(|k| self.shard_of(k)).collect();
         let mut order = shards.clone();
         order.sort_unstable();
         order.dedup();
-        let mut guards: Vec<MutexGuard<'_, Shard>> = order.iter().map(|&s| self.lock(s)).collect();
+        let mut guards: SmallVec<[MutexGuard<'_, Shard>; 4]> =
+            order.iter().map(|&s| self.lock(s)).collect();
         let slot = |i: usize| order.binary_search(&shards[i]).unwrap_or(0);
 
         // Phase 1: evaluate all; a bucket named twice in one request sees its own charge.
-        let mut outcomes: Vec<Outcome> = Vec::with_capacity(checks.len());
-        let mut existed: Vec<bool> = Vec::with_capacity(checks.len());
+        let mut outcomes: SmallVec<[Outcome; 4]> = SmallVec::new();
+        let mut existed: SmallVec<[bool; 4]> = SmallVec::new();
         for (i, c) in checks.iter().enumerate() {
             let (tat, was) = match (0..i).rev().find(|&j| keys[j] == keys[i]) {
                 Some(j) => (Some(outcomes[j].tat), true),

@@ -127,9 +127,12 @@ fn missing_bad_and_expired_tokens_are_401_and_unmet_claims_403() {
     let good = hs256(
         serde_json::json!({"sub": "a", "role": "user", "iss": "https://idp.test", "exp": now() + 60}),
     );
+    // Change the signature's first character: every bit of it counts (the last one of a
+    // 43-character HS256 signature carries 2 padding bits a decoder may ignore).
+    let sig = good.rfind('.').unwrap() + 1;
     let mut tampered = good.clone();
-    tampered.pop();
-    tampered.push(if good.ends_with('A') { 'B' } else { 'A' });
+    let first = if &good[sig..sig + 1] == "A" { "B" } else { "A" };
+    tampered.replace_range(sig..sig + 1, first);
     let r = request(
         gw.addr,
         "GET",
