@@ -60,8 +60,8 @@ cleanup() {
 trap cleanup EXIT
 
 wait_http() { # pid port [header]
-    local i
-    for i in $(seq 1 600); do
+    local _
+    for _ in $(seq 1 600); do
         kill -0 "$1" 2>/dev/null || return 1
         curl -fsS -o /dev/null --max-time 2 ${3:+-H "$3"} "http://127.0.0.1:$2/small" 2>/dev/null && return 0
         sleep 0.1
@@ -101,8 +101,8 @@ measure() {
     oha -n "$N" -c 10 --no-tui -H "$AUTH" "$url" >"$RUNDIR/$name.oha"
     callgrind_control -i off "$pid" >/dev/null 2>&1
     callgrind_control -d "$pid" >/dev/null 2>&1
-    local i
-    for i in $(seq 1 100); do # the dump is written asynchronously
+    local _
+    for _ in $(seq 1 100); do # the dump is written asynchronously
         grep -qs '^totals:' "$out".*.1 && break
         sleep 0.2
     done
