@@ -148,7 +148,9 @@ fn add_gateway_headers(resp: &mut ResponseHeader, ctx: &Ctx) {
     let placeholder = ResponseHeader::from(http::Response::new(()).into_parts().0);
     let mut parts: http::response::Parts = std::mem::replace(resp, placeholder).into();
     let h = &mut parts.headers;
-    h.reserve(6);
+    // Exactly what is added: a larger reserve can cross the map's load-factor threshold
+    // and rehash every header for nothing.
+    h.reserve(1 + 4 * usize::from(ctx.rate.is_some()) + usize::from(ctx.cache_status.is_some()));
     h.insert(X_REQUEST_ID, ctx.request_id.clone());
     if let Some(rate) = &ctx.rate {
         for (name, value) in rate_headers(rate) {
