@@ -144,7 +144,11 @@ impl Gateway {
 /// form (standard ones title-cased, others lower-case), as over HTTP/2. A non-standard
 /// reason phrase is kept.
 fn add_gateway_headers(resp: &mut ResponseHeader, ctx: &Ctx) {
-    let reason = resp.get_reason_phrase().map(str::to_owned);
+    // Only a non-standard reason phrase needs carrying over (else the default is written).
+    let reason = resp
+        .get_reason_phrase()
+        .filter(|r| resp.status.canonical_reason() != Some(*r))
+        .map(str::to_owned);
     let placeholder = ResponseHeader::from(http::Response::new(()).into_parts().0);
     let mut parts: http::response::Parts = std::mem::replace(resp, placeholder).into();
     let h = &mut parts.headers;
