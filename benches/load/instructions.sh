@@ -21,7 +21,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 PORT_BASE=${BENCH_PORT_BASE:-18180}
 GATEHOUSE_BIN=${GATEHOUSE_BIN:-$ROOT/target/release/gatehouse}
 BARE_BIN=${BARE_BIN:-$ROOT/target/release/examples/bare_proxy}
-N=4000 BUILD=1
+N=3000 BUILD=1
 
 die() { echo "instructions.sh: $*" >&2; exit 1; }
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
