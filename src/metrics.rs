@@ -266,11 +266,6 @@ pub fn method_index(m: &http::Method) -> usize {
     }
 }
 
-/// A bounded label for the request method.
-pub fn method_label(m: &http::Method) -> &'static str {
-    METHODS[method_index(m)]
-}
-
 /// A route's metric children, resolved on first use: `with_label_values` hashes every
 /// label under a lock, on every request otherwise. `ok` holds
 /// `gatehouse_requests_total{status="200"}` by method; other statuses are looked up.

@@ -32,7 +32,9 @@ use crate::breaker::Ticket;
 use crate::cache::{BodyCollector, FillGuard, RouteCache};
 use crate::config::Balance;
 use crate::error::GatewayError;
-use crate::headers;
+use crate::headers::{
+    self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP, X_REQUEST_ID,
+};
 use crate::metrics::{Metrics, Outcome};
 use crate::ratelimit::RateHeaders;
 use crate::routing;
@@ -532,12 +534,6 @@ fn service(ctx: &Ctx) -> Option<&ServiceRuntime> {
     let route = ctx.route(rt)?;
     Some(&rt.services[route.service])
 }
-
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// `X-Forwarded-For`, `X-Real-IP`, `X-Forwarded-Proto`, `X-Forwarded-Host`,
 /// `X-Request-Id` and the verified token's claim headers on the upstream request.

@@ -6,7 +6,7 @@ use super::{Ctx, Gateway};
 use crate::auth;
 use crate::cache::{Lookup, RequestInfo, WaitOutcome};
 use crate::error::{json_body, GatewayError};
-use crate::headers;
+use crate::headers::{self, X_FORWARDED_FOR, X_REQUEST_ID};
 use crate::ratelimit::{Check, KeySpec};
 use crate::routing::{self, Match};
 use crate::runtime::Runtime;
@@ -18,10 +18,6 @@ use pingora::proxy::Session;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
-
-// Constants: a `&str` name is parsed on every lookup.
-const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
-const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
 
 /// What `request_filter` does next.
 pub enum Admit {

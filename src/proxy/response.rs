@@ -5,6 +5,7 @@
 use super::{Ctx, Gateway};
 use crate::cache::{CachedResponse, RequestInfo};
 use crate::error::rate_headers;
+use crate::headers::{X_CACHE, X_REQUEST_ID};
 use crate::runtime::Runtime;
 use crate::transform::{HeaderSink, TemplateVars};
 use bytes::Bytes;
@@ -170,9 +171,6 @@ fn add_gateway_headers(resp: &mut ResponseHeader, ctx: &Ctx) {
     }
     *resp = rebuilt;
 }
-
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
 /// Header-rule adapters for Pingora's header types. Values were validated when the
 /// rules were compiled, so a refused insert cannot happen; it would only skip a header.
