@@ -226,6 +226,14 @@ fn self_signed(dir: &std::path::Path) -> (String, String) {
     (cert.display().to_string(), key.display().to_string())
 }
 
+/// `curl ARGS URL`, printing only "<HTTP version> <status>" (and stderr).
+fn curl_version_status(args: &[&str], url: &str) -> (String, String) {
+    let fmt = "%{http_version} %{http_code}";
+    let mut all = args.to_vec();
+    all.extend(["-o", "/dev/null", "-w", fmt, url]);
+    curl(&all)
+}
+
 fn curl(args: &[&str]) -> (String, String) {
     let out = Command::new("curl")
         .args(["-s", "--max-time", "10"])
@@ -256,30 +264,12 @@ fn tls_with_http2_and_plaintext_h2c() {
         "  h2c: true\n",
         &format!("  - address: 127.0.0.1:{tls_port}\n    tls: {{ cert: \"{cert}\", key: \"{key}\" }}\n"),
     );
-    let fmt = "%{http_version} %{http_code}";
+    let tls_url = format!("https://localhost:{tls_port}/tls");
     // TLS + ALPN h2, with the test certificate as the trust anchor
-    let (out, err) = curl(&[
-        "--http2",
-        "--cacert",
-        &cert,
-        "-o",
-        "/dev/null",
-        "-w",
-        fmt,
-        &format!("https://localhost:{tls_port}/tls"),
-    ]);
+    let (out, err) = curl_version_status(&["--http2", "--cacert", &cert], &tls_url);
     assert_eq!(out, "2 200", "{err}\n{}", gw.log());
     // HTTP/1.1 over TLS still works
-    let (out, _) = curl(&[
-        "--http1.1",
-        "--cacert",
-        &cert,
-        "-o",
-        "/dev/null",
-        "-w",
-        fmt,
-        &format!("https://localhost:{tls_port}/tls"),
-    ]);
+    let (out, _) = curl_version_status(&["--http1.1", "--cacert", &cert], &tls_url);
     assert_eq!(out, "1.1 200");
     // the upstream is told the original scheme
     let (body, _) = curl(&[
@@ -291,14 +281,8 @@ fn tls_with_http2_and_plaintext_h2c() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["headers"]["x-forwarded-proto"], "https");
     // h2c with prior knowledge on the plaintext listener, and HTTP/1.1 beside it
-    let (out, err) = curl(&[
-        "--http2-prior-knowledge",
-        "-o",
-        "/dev/null",
-        "-w",
-        fmt,
-        &format!("http://{}/h2c", gw.addr),
-    ]);
+    let h2c_url = format!("http://{}/h2c", gw.addr);
+    let (out, err) = curl_version_status(&["--http2-prior-knowledge"], &h2c_url);
     assert_eq!(out, "2 200", "{err}");
     assert_eq!(gw.get("/h1").status, 200);
     let _ = std::fs::remove_dir_all(&dir);
