@@ -6,18 +6,17 @@ use gatehouse::ratelimit::{build_store, Check, KeySpec, MemoryStore, Policy, Raw
 use std::hint::black_box;
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn policy(name: &str, limit: u64) -> Policy {
-    Policy {
-        name: Arc::from(name),
-        key: KeySpec::ClientIp,
+    Policy::new(
+        name,
+        KeySpec::ClientIp,
         limit,
-        window: Duration::from_secs(1),
-        burst: limit,
-        tiers: None,
-    }
+        Duration::from_secs(1),
+        limit,
+        None,
+    )
 }
 
 fn check<'a>(p: &'a Policy, key: &'a str) -> Check<'a> {

@@ -91,7 +91,7 @@ fn format_line(line: &mut String, format: AccessLogFormat, e: &Entry, now: Syste
             line.push_str(",\"client_ip\":\"");
             if let Some(ip) = e.client_ip {
                 // Digits, hex, `.` and `:` only: nothing to escape.
-                let _ = write!(line, "{ip}");
+                line.push_str(crate::headers::ip_text(ip, &mut [0; 48]));
             }
             line.push_str("\",\"method\":");
             push_json_str(line, req.method.as_str());
@@ -122,7 +122,7 @@ fn format_line(line: &mut String, format: AccessLogFormat, e: &Entry, now: Syste
             push_timestamp(line, now);
             line.push(' ');
             if let Some(ip) = e.client_ip {
-                let _ = write!(line, "{ip}");
+                line.push_str(crate::headers::ip_text(ip, &mut [0; 48]));
             }
             let _ = write!(
                 line,

@@ -4,6 +4,7 @@
 //! The mapping is an exhaustive `match`: a new variant cannot silently become a 500.
 
 use crate::auth::AuthError;
+use crate::headers::RATE_HEADER_NAMES;
 use crate::ratelimit::RateHeaders;
 use bytes::Bytes;
 use http::HeaderValue;
@@ -98,8 +99,9 @@ impl GatewayError {
                 "Bearer error=\"invalid_token\"".to_string(),
             )],
             GatewayError::RateLimited(h) => {
-                let mut v: Vec<(&'static str, String)> = rate_headers(h)
+                let mut v: Vec<(&'static str, String)> = RATE_HEADER_NAMES
                     .into_iter()
+                    .zip(rate_header_values(h))
                     .map(|(name, value)| (name, value.to_str().unwrap_or("").to_string()))
                     .collect();
                 v.push((
@@ -124,12 +126,13 @@ impl GatewayError {
 
 /// The `RateLimit-*` headers (draft-ietf-httpapi-ratelimit-headers) for one policy.
 /// On every response of a limited route, so built without `String`s or a `Vec`.
-pub fn rate_headers(h: &RateHeaders) -> [(&'static str, HeaderValue); 4] {
+/// The values of `headers::RATE_HEADERS`, in its order.
+pub fn rate_header_values(h: &RateHeaders) -> [HeaderValue; 4] {
     [
-        ("ratelimit-limit", HeaderValue::from(h.limit)),
-        ("ratelimit-remaining", HeaderValue::from(h.remaining)),
-        ("ratelimit-reset", HeaderValue::from(h.reset_secs)),
-        ("ratelimit-policy", h.policy.clone()),
+        HeaderValue::from(h.limit),
+        HeaderValue::from(h.remaining),
+        HeaderValue::from(h.reset_secs),
+        h.policy.clone(),
     ]
 }
 
@@ -148,7 +151,11 @@ pub fn json_body(code: &str, request_id: &str) -> Bytes {
 /// Append `v` as a JSON string literal.
 pub fn push_json_str(out: &mut String, v: &str) {
     out.push('"');
-    if !v.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+    // A fold without an early exit, so the compiler checks 16 bytes at a time.
+    let plain = v
+        .bytes()
+        .fold(true, |ok, b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'));
+    if plain {
         // The common case (ids, paths, names): nothing to escape.
         out.push_str(v);
         out.push('"');

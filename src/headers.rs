@@ -22,6 +22,19 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+/// `RateLimit-Limit`, `-Remaining`, `-Reset` and `-Policy`, in that order.
+pub const RATE_HEADER_NAMES: [&str; 4] = [
+    "ratelimit-limit",
+    "ratelimit-remaining",
+    "ratelimit-reset",
+    "ratelimit-policy",
+];
+pub const RATE_HEADERS: [HeaderName; 4] = [
+    HeaderName::from_static(RATE_HEADER_NAMES[0]),
+    HeaderName::from_static(RATE_HEADER_NAMES[1]),
+    HeaderName::from_static(RATE_HEADER_NAMES[2]),
+    HeaderName::from_static(RATE_HEADER_NAMES[3]),
+];
 
 pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     let ip = canonical(ip);
@@ -91,12 +104,16 @@ pub fn forwarded_for(peer: IpAddr, incoming: Option<&[u8]>, peer_trusted: bool) 
     }
 }
 
-/// An address as a header value (`X-Real-IP`), formatted without a heap `String`
-/// (IPv4 by hand: `fmt` costs more than the rest of the header).
+/// An address as a header value (`X-Real-IP`), formatted without a heap `String`.
 pub fn ip_value(ip: IpAddr) -> HeaderValue {
-    let ip = canonical(ip);
-    // The longest IPv6 text form is 45 bytes.
     let mut buf = [0u8; 48];
+    HeaderValue::from_str(ip_text(canonical(ip), &mut buf))
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// `ip` as text, written into `buf` (IPv4 by hand: `fmt` costs more than the rest of a
+/// header or a rate-limit key).
+pub fn ip_text(ip: IpAddr, buf: &mut [u8; 48]) -> &str {
     let len = match ip {
         IpAddr::V4(v4) => {
             let mut len = 0;
@@ -121,12 +138,13 @@ pub fn ip_value(ip: IpAddr) -> HeaderValue {
             len
         }
         IpAddr::V6(_) => {
+            // The longest IPv6 text form is 45 bytes.
             let mut cursor = &mut buf[..];
             let _ = write!(cursor, "{ip}");
             48 - cursor.len()
         }
     };
-    HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    std::str::from_utf8(&buf[..len]).unwrap_or("")
 }
 
 /// A client-sent request id is kept if it is 1–128 characters of `[A-Za-z0-9._:-]`.

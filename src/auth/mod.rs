@@ -102,27 +102,37 @@ impl std::error::Error for AuthError {}
 /// `Missing` for an empty header or an empty token; `Malformed` for non-UTF-8, another
 /// scheme, or a token containing whitespace/control characters.
 pub fn bearer_token(authorization_header_value: &[u8]) -> Result<&str, AuthError> {
-    let value = std::str::from_utf8(authorization_header_value)
-        .map_err(|_| AuthError::Malformed)?
-        .trim_matches(|c| c == ' ' || c == '\t');
-    if value.is_empty() {
-        return Err(AuthError::Missing);
-    }
-    let (scheme, rest) = match value.find([' ', '\t']) {
-        Some(i) => (&value[..i], &value[i..]),
-        None => (value, ""),
+    let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let value = trim_start(authorization_header_value, is_ows);
+    let value = match value.iter().rposition(|b| !is_ows(b)) {
+        Some(last) => &value[..=last],
+        None => return Err(AuthError::Missing),
     };
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let (scheme, rest) = match value.iter().position(is_ows) {
+        Some(i) => value.split_at(i),
+        None => (value, &[][..]),
+    };
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
         return Err(AuthError::Malformed);
     }
-    let token = rest.trim_start_matches([' ', '\t']);
+    let token = trim_start(rest, is_ows);
     if token.is_empty() {
         return Err(AuthError::Missing);
     }
-    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+    // Visible ASCII only (so also valid UTF-8). A fold without an early exit: the
+    // compiler checks 16 bytes at a time, and a token is a few hundred bytes.
+    let visible = token
+        .iter()
+        .fold(true, |ok, &b| ok & (b.wrapping_sub(0x21) < 0x5e));
+    if !visible {
         return Err(AuthError::Malformed);
     }
-    Ok(token)
+    std::str::from_utf8(token).map_err(|_| AuthError::Malformed)
+}
+
+fn trim_start(v: &[u8], skip: impl Fn(&u8) -> bool) -> &[u8] {
+    let start = v.iter().position(|b| !skip(b)).unwrap_or(v.len());
+    &v[start..]
 }
 
 /// The verified claims of a token. Shared (`Arc`) between the cache and requests, so it

@@ -66,7 +66,8 @@ impl Gateway {
 }
 
 /// Per-request state. Guards release in-flight counts when the request ends, however
-/// it ends.
+/// it ends. It lives inside Pingora's per-request future, which is moved (copied) on
+/// every request, so the large state of cached routes is boxed.
 pub struct Ctx {
     start: Instant,
     rt: Option<Arc<Runtime>>,
@@ -101,8 +102,8 @@ pub struct Ctx {
     websocket: bool,
     cache: Option<Arc<RouteCache>>,
     /// This request fills the cache entry others may be waiting for.
-    cache_fill: Option<FillGuard>,
-    cache_collector: Option<BodyCollector>,
+    cache_fill: Option<Box<FillGuard>>,
+    cache_collector: Option<Box<BodyCollector>>,
     /// `X-Cache` value on cached routes.
     cache_status: Option<&'static str>,
 }

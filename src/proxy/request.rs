@@ -176,7 +176,7 @@ impl Gateway {
             }
             Lookup::Miss(guard) => {
                 ctx.cache_status = Some("MISS");
-                ctx.cache_fill = Some(guard);
+                ctx.cache_fill = Some(Box::new(guard));
                 return Ok(Admit::Proxy);
             }
             Lookup::Wait(waiter) => {

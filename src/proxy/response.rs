@@ -4,8 +4,8 @@
 
 use super::{Ctx, Gateway};
 use crate::cache::{CachedResponse, RequestInfo};
-use crate::error::rate_headers;
-use crate::headers::{X_CACHE, X_REQUEST_ID};
+use crate::error::rate_header_values;
+use crate::headers::{RATE_HEADERS, X_CACHE, X_REQUEST_ID};
 use crate::runtime::Runtime;
 use crate::transform::{HeaderSink, TemplateVars};
 use bytes::Bytes;
@@ -99,8 +99,11 @@ impl Gateway {
         };
         match cache.storable(&info, resp.status.as_u16(), &resp.headers) {
             Some(ttl) => {
-                ctx.cache_collector =
-                    Some(cache.collector(resp.status.as_u16(), &resp.headers, ttl))
+                ctx.cache_collector = Some(Box::new(cache.collector(
+                    resp.status.as_u16(),
+                    &resp.headers,
+                    ttl,
+                )))
             }
             None => ctx.cache_fill = None,
         }
@@ -119,7 +122,7 @@ impl Gateway {
             }
         }
         if end {
-            let stored = ctx.cache_collector.take().and_then(|c| c.finish());
+            let stored = ctx.cache_collector.take().and_then(|c| (*c).finish());
             if let (Some(guard), Some(entry)) = (ctx.cache_fill.take(), stored) {
                 guard.store(entry);
             }
@@ -158,8 +161,8 @@ fn add_gateway_headers(resp: &mut ResponseHeader, ctx: &Ctx) {
     h.reserve(1 + 4 * usize::from(ctx.rate.is_some()) + usize::from(ctx.cache_status.is_some()));
     h.insert(X_REQUEST_ID, ctx.request_id.clone());
     if let Some(rate) = &ctx.rate {
-        for (name, value) in rate_headers(rate) {
-            h.insert(HeaderName::from_static(name), value);
+        for (name, value) in RATE_HEADERS.into_iter().zip(rate_header_values(rate)) {
+            h.insert(name, value);
         }
     }
     if let Some(status) = ctx.cache_status {

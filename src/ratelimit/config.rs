@@ -1,7 +1,7 @@
 //! The `rate_limits:` section: raw serde shapes, validation into [`Policies`], and the
 //! per-request helpers the proxy needs (tier parameters, bucket keys, the policy header).
 
-use super::{ConfigError, Dur};
+use super::{ip_text, ConfigError, Dur};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -126,12 +126,20 @@ impl KeySpec {
     /// Buckets are also scoped by policy name in the store, so `ip:1.2.3.4` under `per-user`
     /// and under `per-ip` are different buckets.
     pub fn bucket_key(&self, value: Option<&str>, client_ip: IpAddr) -> String {
+        // Built by hand: this runs for every policy of every request, and `format!`
+        // (with `IpAddr`'s `Display`) costs more than the limiter decision itself.
         let value = value.filter(|v| !v.is_empty() && v.len() <= MAX_KEY_VALUE_LEN);
+        let prefixed = |prefix: &str, v: &str| {
+            let mut key = String::with_capacity(prefix.len() + v.len());
+            key.push_str(prefix);
+            key.push_str(v);
+            key
+        };
         match (self, value) {
             (KeySpec::Global, _) => "global".to_string(),
-            (KeySpec::Jwt(_) | KeySpec::Header(_), Some(v)) => format!("v:{v}"),
-            (KeySpec::Route, Some(r)) => format!("r:{r}"),
-            _ => format!("ip:{client_ip}"),
+            (KeySpec::Jwt(_) | KeySpec::Header(_), Some(v)) => prefixed("v:", v),
+            (KeySpec::Route, Some(r)) => prefixed("r:", r),
+            _ => prefixed("ip:", ip_text(client_ip, &mut [0; 48])),
         }
     }
 }
@@ -161,9 +169,52 @@ pub struct Policy {
     pub window: Duration,
     pub burst: u64,
     pub tiers: Option<Tiers>,
+    /// `RateLimit-Policy` for the policy's own limit, burst and window, built once (it is
+    /// on every response of a limited route); tiers with other limits build theirs per
+    /// request. Kept with the values it was built from, which are public fields.
+    own_header: (Params, Duration, http::HeaderValue),
 }
 
 impl Policy {
+    pub fn new(
+        name: &str,
+        key: KeySpec,
+        limit: u64,
+        window: Duration,
+        burst: u64,
+        tiers: Option<Tiers>,
+    ) -> Policy {
+        let mut policy = Policy {
+            name: Arc::from(name),
+            key,
+            limit,
+            window,
+            burst,
+            tiers,
+            own_header: (
+                Params { limit, burst },
+                window,
+                http::HeaderValue::from_static(""),
+            ),
+        };
+        policy.own_header.2 = policy.header_value(&Params { limit, burst });
+        policy
+    }
+
+    /// The `RateLimit-Policy` header value for these parameters.
+    pub fn policy_value(&self, p: &Params) -> http::HeaderValue {
+        match &self.own_header {
+            (own, window, value) if own == p && *window == self.window => value.clone(),
+            _ => self.header_value(p),
+        }
+    }
+
+    fn header_value(&self, p: &Params) -> http::HeaderValue {
+        // Digits, `;`, `=` and `.` only: always a valid header value (no copy made).
+        http::HeaderValue::try_from(self.policy_header(p))
+            .unwrap_or_else(|_| http::HeaderValue::from_static(""))
+    }
+
     /// Limit and burst for a request whose tier claim has `tier_value` (ignored without
     /// `tiers`). A tier's burst is **scaled proportionally**: `ceil(burst * tier_limit /
     /// limit)`, so a policy with `limit: 100, burst: 150` gives a 1000-limit tier a burst of
@@ -461,12 +512,5 @@ fn build_policy(
     if errs.len() > before {
         return None;
     }
-    Some(Policy {
-        name: Arc::from(name),
-        key: key?,
-        limit: rp.limit,
-        window,
-        burst,
-        tiers,
-    })
+    Some(Policy::new(name, key?, rp.limit, window, burst, tiers))
 }

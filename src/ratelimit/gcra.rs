@@ -115,9 +115,7 @@ pub(crate) fn decide(checks: &[Check<'_>], outcomes: &[Outcome], units_per_sec: 
         remaining: o.remaining.min(check.params.limit),
         reset_secs: ceil_secs(o.reset, units_per_sec),
         retry_after_secs: (!o.allowed).then(|| ceil_secs(o.retry_after, units_per_sec).max(1)),
-        // Digits, `;`, `=` and `.` only: always a valid header value (no copy made).
-        policy: http::HeaderValue::try_from(check.policy.policy_header(&check.params))
-            .unwrap_or_else(|_| http::HeaderValue::from_static("")),
+        policy: check.policy.policy_value(&check.params),
     };
     Decision {
         allowed: refused.is_none(),

@@ -15,10 +15,11 @@
 //! [`Policies`] and keeps the store (see [`store_changed`]). A bucket holds an absolute
 //! time, so a policy whose limit changes on reload carries its debt over sensibly.
 
-// The only place that names the crate's config types (in the gateway:
-// `crate::config::units::Dur` and `crate::config::ConfigError`).
+// The only place that names the rest of the crate: its config types
+// (`crate::config::units::Dur`, `crate::config::ConfigError`) and the address formatter.
 pub(crate) use crate::config::units::Dur;
 pub(crate) use crate::config::ConfigError;
+pub(crate) use crate::headers::ip_text;
 
 mod config;
 mod gcra;

@@ -8,14 +8,7 @@ const MS: u64 = 1_000_000;
 const SEC: u64 = 1_000 * MS;
 
 fn policy(name: &str, limit: u64, window: Duration, burst: u64) -> Policy {
-    Policy {
-        name: Arc::from(name),
-        key: KeySpec::ClientIp,
-        limit,
-        window,
-        burst,
-        tiers: None,
-    }
+    Policy::new(name, KeySpec::ClientIp, limit, window, burst, None)
 }
 
 fn check<'a>(p: &'a Policy, key: &'a str) -> Check<'a> {

@@ -15,14 +15,14 @@ fn redis_store(url: &str, on_error: &str) -> Store {
 }
 
 fn policy(name: &str, limit: u64, secs: u64) -> Policy {
-    Policy {
-        name: Arc::from(name),
-        key: KeySpec::ClientIp,
+    Policy::new(
+        name,
+        KeySpec::ClientIp,
         limit,
-        window: Duration::from_secs(secs),
-        burst: limit,
-        tiers: None,
-    }
+        Duration::from_secs(secs),
+        limit,
+        None,
+    )
 }
 
 fn check<'a>(p: &'a Policy, key: &'a str) -> Check<'a> {
