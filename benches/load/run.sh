@@ -23,9 +23,11 @@
 #                      labelled L (repeatable; for build-profile comparisons)
 #   --work-stealing B  true|false: Pingora's work-stealing runtime, for bare Pingora and
 #                      both Gatehouse targets alike (default: true, Pingora's default)
-#   --lean             build and run the `lean` profile (fat LTO, codegen-units = 1)
-#                      with the mimalloc feature, for bare Pingora and Gatehouse alike
-#                      (default: the release profile the tests use)
+#   --lean             build and run the `lean` profile (fat LTO, codegen-units = 1),
+#                      for bare Pingora and Gatehouse alike (default: the release
+#                      profile the tests use)
+#   --system-malloc    build bare Pingora and Gatehouse alike without the default
+#                      `mimalloc` feature (glibc's malloc)
 #   --no-build         do not run cargo build first
 #   --no-oha           skip the fixed-rate latency phase (throughput and CPU only)
 #   --perf LIST        `perf record -e cpu-clock --call-graph dwarf` the measured wrk
@@ -49,7 +51,7 @@ PORT_BASE=${BENCH_PORT_BASE:-18080}
 GATEHOUSE_BIN_ENV=${GATEHOUSE_BIN:-}
 BARE_BIN_ENV=${BARE_BIN:-}
 
-QUICK=0 LARGE=0 LEAN=0 BUILD=1 NO_OHA=0 REPS='' DURATION='' WARMUP='' RATE='' PERF_TARGET=''
+QUICK=0 LARGE=0 LEAN=0 SYSTEM_MALLOC=0 BUILD=1 NO_OHA=0 REPS='' DURATION='' WARMUP='' RATE='' PERF_TARGET=''
 TARGET_LIST=nginx,haproxy,bare,gh-pass,gh-full
 VARIANTS=()
 WORK_STEALING=true
@@ -69,6 +71,7 @@ while [ $# -gt 0 ]; do
         --variant) VARIANTS+=("${2:?--variant LABEL=BIN}"); shift ;;
         --work-stealing) WORK_STEALING=${2:?--work-stealing true|false}; shift ;;
         --lean) LEAN=1 ;;
+        --system-malloc) SYSTEM_MALLOC=1 ;;
         --no-build) BUILD=0 ;;
         --no-oha) NO_OHA=1 ;;
         --perf) PERF_TARGET=${2:?--perf LIST}; shift ;;
@@ -78,9 +81,14 @@ while [ $# -gt 0 ]; do
     shift
 done
 if [ "$LEAN" = 1 ]; then
-    CARGO_PROFILE=(--profile lean --features mimalloc) PROFILE_DIR=lean
+    CARGO_PROFILE=(--profile lean) PROFILE_DIR=lean
 else
     CARGO_PROFILE=(--release) PROFILE_DIR=release
+fi
+if [ "$SYSTEM_MALLOC" = 1 ]; then
+    CARGO_PROFILE+=(--no-default-features) ALLOCATOR=glibc
+else
+    ALLOCATOR=mimalloc
 fi
 GATEHOUSE_BIN=${GATEHOUSE_BIN_ENV:-$ROOT/target/$PROFILE_DIR/gatehouse}
 BARE_BIN=${BARE_BIN_ENV:-$ROOT/target/$PROFILE_DIR/examples/bare_proxy}
@@ -508,7 +516,7 @@ done
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "gatehouse: $GATEHOUSE_BIN_ORIG, tree at start: $GIT_REV"
     echo "versions: $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | awk '{print "HAProxy " $3}'), wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}')${OHA:+, $("$OHA" --version)}"
-    echo "settings: profile=$PROFILE_DIR$( [ "$LEAN" = 1 ] && echo ' (mimalloc)') reps=$REPS duration=${DURATION}s warmup=${WARMUP}s work_stealing=$WORK_STEALING (bare Pingora and Gatehouse); wrk -t1 -c50; oha -c50 --latency-correction${RATES[*]:+ rate ${RATES[*]}}"
+    echo "settings: profile=$PROFILE_DIR allocator=$ALLOCATOR reps=$REPS duration=${DURATION}s warmup=${WARMUP}s work_stealing=$WORK_STEALING (bare Pingora and Gatehouse); wrk -t1 -c50; oha -c50 --latency-correction${RATES[*]:+ rate ${RATES[*]}}"
     if [ "$NO_OHA" = 1 ]; then
         echo "latency: --no-oha, p50/p99 are from wrk --latency (closed loop: coordinated omission, not honest tail latency)"
     elif [ -z "$OHA" ]; then
