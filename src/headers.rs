@@ -104,38 +104,68 @@ pub fn forwarded_for(peer: IpAddr, incoming: Option<&[u8]>, peer_trusted: bool) 
     }
 }
 
-/// An address as a header value (`X-Real-IP`), formatted without a heap `String`.
+/// An address as a header value (`X-Real-IP`), formatted without a heap `String`. One
+/// allocation holds the text, and clones share it (`X-Forwarded-For` is often the same).
 pub fn ip_value(ip: IpAddr) -> HeaderValue {
-    let mut buf = [0u8; 48];
-    HeaderValue::from_str(ip_text(canonical(ip), &mut buf))
+    let mut text = Text::default();
+    text.len = ip_text(canonical(ip), &mut text.buf).len() as u8;
+    // Digits, hex, `.` and `:`: always a valid header value.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text))
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
-/// `ip` as text, written into `buf` (IPv4 by hand: `fmt` costs more than the rest of a
-/// header or a rate-limit key).
+/// Up to 48 bytes of header text, owned by the `Bytes` of one header value.
+struct Text {
+    buf: [u8; 48],
+    len: u8,
+}
+
+impl Default for Text {
+    fn default() -> Self {
+        Text {
+            buf: [0; 48],
+            len: 0,
+        }
+    }
+}
+
+impl AsRef<[u8]> for Text {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len).min(48)]
+    }
+}
+
+/// Each octet's decimal digits and their count.
+static OCTET_TEXT: [([u8; 3], u8); 256] = {
+    let mut table = [([0u8; 3], 0u8); 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        table[i] = if b >= 100 {
+            ([b'0' + b / 100, b'0' + b / 10 % 10, b'0' + b % 10], 3)
+        } else if b >= 10 {
+            ([b'0' + b / 10, b'0' + b % 10, 0], 2)
+        } else {
+            ([b'0' + b, 0, 0], 1)
+        };
+        i += 1;
+    }
+    table
+};
+
+/// `ip` as text, written into `buf` (IPv4 from a table: `fmt` costs more than the rest of
+/// a header or a rate-limit key).
 pub fn ip_text(ip: IpAddr, buf: &mut [u8; 48]) -> &str {
     let len = match ip {
         IpAddr::V4(v4) => {
             let mut len = 0;
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    buf[len] = b'.';
-                    len += 1;
-                }
-                let digits = [octet / 100, octet / 10 % 10, octet % 10];
-                let skip = if octet >= 100 {
-                    0
-                } else if octet >= 10 {
-                    1
-                } else {
-                    2
-                };
-                for d in &digits[skip..] {
-                    buf[len] = b'0' + d;
-                    len += 1;
-                }
+            for octet in v4.octets() {
+                let (digits, n) = OCTET_TEXT[usize::from(octet)];
+                buf[len..len + 3].copy_from_slice(&digits);
+                buf[len + usize::from(n)] = b'.';
+                len += usize::from(n) + 1;
             }
-            len
+            len - 1
         }
         IpAddr::V6(_) => {
             // The longest IPv6 text form is 45 bytes.
@@ -162,10 +192,15 @@ pub fn new_request_id() -> HeaderValue {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = *PREFIX.get_or_init(rand::random::<u64>);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut buf = [0u8; 32];
-    hex16(prefix, &mut buf[..16]);
-    hex16(n, &mut buf[16..]);
-    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    let mut text = Text {
+        len: 32,
+        ..Text::default()
+    };
+    hex16(prefix, &mut text.buf[..16]);
+    hex16(n, &mut text.buf[16..32]);
+    // One allocation; the upstream request, the response and the log share it.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text))
+        .unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 fn hex16(mut v: u64, out: &mut [u8]) {

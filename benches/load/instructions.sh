@@ -6,7 +6,10 @@
 # within a fraction of a percent whatever else this shared machine is doing: use it to
 # judge a code change; use run.sh for CPU time and req/s beside nginx and HAProxy.
 #
-#   benches/load/instructions.sh [--requests N] [--no-build]
+#   benches/load/instructions.sh [--requests N] [--no-build] [--only LIST]
+#
+# --only: a comma-separated subset of bare-pingora,bare-timeouts,gh-pass,gh-full (the
+# ratios need bare-pingora and gh-pass among them).
 #
 # The callgrind profiles are kept in benches/load/results/callgrind/ (git-ignored):
 #   callgrind_annotate --inclusive=yes benches/load/results/callgrind/callgrind.gh-pass.*.1
@@ -21,7 +24,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 PORT_BASE=${BENCH_PORT_BASE:-18180}
 GATEHOUSE_BIN=${GATEHOUSE_BIN:-$ROOT/target/release/gatehouse}
 BARE_BIN=${BARE_BIN:-$ROOT/target/release/examples/bare_proxy}
-N=3000 BUILD=1
+N=3000 BUILD=1 ONLY=bare-pingora,bare-timeouts,gh-pass,gh-full
 
 die() { echo "instructions.sh: $*" >&2; exit 1; }
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
@@ -30,6 +33,7 @@ while [ $# -gt 0 ]; do
     case $1 in
         --requests) N=${2:?--requests N}; shift ;;
         --no-build) BUILD=0 ;;
+        --only) ONLY=${2:?--only LIST}; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
@@ -88,6 +92,7 @@ AUTH="Authorization: Bearer $TOKEN"
 measure() {
     local name=$1 port=$2 pid out vars=()
     shift 2
+    [[ ,$ONLY, == *,$name,* ]] || return 0
     while [[ $1 == *=* ]]; do vars+=("$1"); shift; done
     out=$RUNDIR/callgrind.$name
     env ${vars[@]+"${vars[@]}"} valgrind --tool=callgrind --instr-atstart=no \
@@ -127,7 +132,7 @@ log "counting $N requests per target under callgrind (a minute or two each)"
     # Diagnostic: bare Pingora with Gatehouse's default peer timeouts (Pingora's timers).
     measure bare-timeouts $((PORT_BASE + 6)) BARE_WORK_STEALING=true BARE_TIMEOUTS=1 \
         "$BARE_BIN" "127.0.0.1:$ORIGIN_PORT" "127.0.0.1:$((PORT_BASE + 6))"
-    measure gh-pass $((PORT_BASE + 4)) "${GH_ENV[@]}" GH_LISTEN="127.0.0.1:$((PORT_BASE + 4))" \
+    measure gh-pass $((PORT_BASE + 4)) "${GH_ENV[@]}" ${GH_EXTRA_ENV:-} GH_LISTEN="127.0.0.1:$((PORT_BASE + 4))" \
         GH_ADMIN="127.0.0.1:$((PORT_BASE + 54))" \
         "$GATEHOUSE_BIN" -c "$HERE/gatehouse-passthrough.yaml"
     measure gh-full $((PORT_BASE + 5)) "${GH_ENV[@]}" GH_LISTEN="127.0.0.1:$((PORT_BASE + 5))" \
@@ -141,9 +146,11 @@ awk -v n="$N" '
     { name[NR] = $1; per[NR] = $2 / n; idx[$1] = NR }
     END {
         for (i = 1; i <= NR; i++) {
-            b = per[idx["bare-pingora"]]; p = per[idx["gh-pass"]]
-            printf "| %s | %d | %.2f× | %s |\n", name[i], per[i], per[i] / b,
-                (name[i] == "gh-full") ? sprintf("%.2f×", per[i] / p) : "–"
+            b = ("bare-pingora" in idx) ? per[idx["bare-pingora"]] : 0
+            p = ("gh-pass" in idx) ? per[idx["gh-pass"]] : 0
+            printf "| %s | %d | %s | %s |\n", name[i], per[i],
+                b ? sprintf("%.2f×", per[i] / b) : "–",
+                (name[i] == "gh-full" && p) ? sprintf("%.2f×", per[i] / p) : "–"
         }
     }' "$RUNDIR/totals"
 echo
