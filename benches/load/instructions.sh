@@ -132,7 +132,7 @@ log "counting $N requests per target under callgrind (a minute or two each)"
     # Diagnostic: bare Pingora with Gatehouse's default peer timeouts (Pingora's timers).
     measure bare-timeouts $((PORT_BASE + 6)) BARE_WORK_STEALING=true BARE_TIMEOUTS=1 \
         "$BARE_BIN" "127.0.0.1:$ORIGIN_PORT" "127.0.0.1:$((PORT_BASE + 6))"
-    measure gh-pass $((PORT_BASE + 4)) "${GH_ENV[@]}" ${GH_EXTRA_ENV:-} GH_LISTEN="127.0.0.1:$((PORT_BASE + 4))" \
+    measure gh-pass $((PORT_BASE + 4)) "${GH_ENV[@]}" GH_LISTEN="127.0.0.1:$((PORT_BASE + 4))" \
         GH_ADMIN="127.0.0.1:$((PORT_BASE + 54))" \
         "$GATEHOUSE_BIN" -c "$HERE/gatehouse-passthrough.yaml"
     measure gh-full $((PORT_BASE + 5)) "${GH_ENV[@]}" GH_LISTEN="127.0.0.1:$((PORT_BASE + 5))" \
