@@ -276,6 +276,23 @@ mod tests {
     }
 
     #[test]
+    fn every_octet_formats_as_display_does() {
+        let mut buf = [0u8; 48];
+        for o in 0..=255u8 {
+            for ip in [
+                [o, 0, 9, 255],
+                [255, o, 10, 1],
+                [1, 99, o, 100],
+                [7, 0, 0, o],
+            ] {
+                let ip = IpAddr::from(ip);
+                assert_eq!(ip_text(ip, &mut buf), ip.to_string());
+                assert_eq!(ip_value(ip), ip.to_string().as_str());
+            }
+        }
+    }
+
+    #[test]
     fn request_ids() {
         assert!(sane_request_id(b"abc-123_x.y:z"));
         assert!(!sane_request_id(b""));

@@ -424,3 +424,20 @@ fn policy_header_windows() {
         "0;w=1;burst=18446744073709551615"
     );
 }
+
+#[test]
+fn policy_value_is_built_once_and_follows_changes() {
+    let mut p = policy("p", 100, Duration::from_secs(1), 150);
+    assert_eq!(p.policy_value(&p.params_for(None)), "100;w=1;burst=150");
+    // Other parameters (a tier) are built on the spot.
+    let tier = Params {
+        limit: 1000,
+        burst: 1500,
+    };
+    assert_eq!(p.policy_value(&tier), "1000;w=1;burst=1500");
+    // The fields are public: a changed window or limit is not served from the cache.
+    p.window = Duration::from_millis(500);
+    assert_eq!(p.policy_value(&p.params_for(None)), "100;w=0.5;burst=150");
+    p.limit = 150;
+    assert_eq!(p.policy_value(&p.params_for(None)), "150;w=0.5");
+}
