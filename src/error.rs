@@ -124,9 +124,9 @@ impl GatewayError {
     }
 }
 
-/// The `RateLimit-*` headers (draft-ietf-httpapi-ratelimit-headers) for one policy.
-/// On every response of a limited route, so built without `String`s or a `Vec`.
-/// The values of `headers::RATE_HEADERS`, in its order.
+/// The values of the `RateLimit-*` headers (draft-ietf-httpapi-ratelimit-headers) for one
+/// policy, in the order of `headers::RATE_HEADERS`. On every response of a limited route,
+/// so built without `String`s or a `Vec`.
 pub fn rate_header_values(h: &RateHeaders) -> [HeaderValue; 4] {
     [
         HeaderValue::from(h.limit),
