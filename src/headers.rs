@@ -96,7 +96,7 @@ pub fn forwarded_for(peer: IpAddr, incoming: Option<&[u8]>, peer_trusted: bool) 
             let mut v = Vec::with_capacity(chain.len() + 2 + 45);
             v.extend_from_slice(chain.as_bytes());
             v.extend_from_slice(b", ");
-            v.extend_from_slice(ip_value(peer).as_bytes());
+            v.extend_from_slice(ip_text(peer, &mut [0; 48]).as_bytes());
             // The chain came from a valid header value; ", <ip>" keeps it valid.
             HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).unwrap_or_else(|_| ip_value(peer))
         }

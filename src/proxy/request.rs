@@ -216,7 +216,7 @@ impl Gateway {
                 resp.append_header(name, value)?;
             }
             resp.insert_header(header::CONTENT_LENGTH, 0)?;
-            resp.insert_header("x-request-id", ctx.request_id.clone())?;
+            resp.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
             ctx.own_status = 204;
             session.write_response_header(Box::new(resp), true).await
         };
@@ -289,7 +289,7 @@ impl Gateway {
         let mut resp = ResponseHeader::build(status, Some(5))?;
         resp.insert_header(header::CONTENT_TYPE, "application/json")?;
         resp.insert_header(header::CONTENT_LENGTH, body.len())?;
-        resp.insert_header("x-request-id", ctx.request_id.clone())?;
+        resp.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
         for (name, value) in err.extra_headers() {
             resp.insert_header(name, value)?;
         }
