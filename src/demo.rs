@@ -217,8 +217,13 @@ fn serve(conn: TcpStream, s: &Shared) {
         let close = headers
             .get("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        // The standard reason phrase: the gateway passes a non-standard one through.
+        let reason = http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|c| c.canonical_reason())
+            .unwrap_or("Unknown");
         let head = format!(
-            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-upstream: {}\r\n{}\r\n",
+            "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-upstream: {}\r\n{}\r\n",
             body.len(),
             s.name,
             if close { "connection: close\r\n" } else { "" }
