@@ -96,8 +96,6 @@ pub struct Ctx {
     rate: Option<RateHeaders>,
     /// The last attempt's 5xx was turned into an error to retry it elsewhere.
     retrying_status: bool,
-    /// The request's `Origin`, for CORS response headers.
-    origin: Option<http::HeaderValue>,
     /// A WebSocket upgrade on a route that allows it.
     websocket: bool,
     cache: Option<Arc<RouteCache>>,
@@ -143,7 +141,6 @@ impl ProxyHttp for Gateway {
             claims: None,
             rate: None,
             retrying_status: false,
-            origin: None,
             websocket: false,
             cache: None,
             cache_fill: None,
@@ -568,7 +565,11 @@ fn add_forwarded_headers(
 
     let mut real_ip = None;
     if let Some(peer) = ctx.peer_ip {
-        let incoming = req.headers.get(&X_FORWARDED_FOR).map(|v| v.as_bytes());
+        // An untrusted peer's chain is replaced, not extended: no need to look it up.
+        let incoming = keep_forwarded
+            .then(|| req.headers.get(&X_FORWARDED_FOR))
+            .flatten()
+            .map(|v| v.as_bytes());
         let xff = headers::forwarded_for(peer, incoming, ctx.peer_trusted);
         if !ctx.peer_trusted {
             // Untrusted peer: X-Forwarded-For is the peer alone, and so is X-Real-IP.

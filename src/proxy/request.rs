@@ -41,10 +41,14 @@ impl Gateway {
             .map(|a| a.ip());
         if let Some(peer) = ctx.peer_ip {
             ctx.peer_trusted = headers::is_trusted(peer, &rt.trusted_proxies);
-            let xff = req.headers.get(X_FORWARDED_FOR).map(|v| v.as_bytes());
+            // Only a trusted peer's X-Forwarded-For counts, so only then is it looked up.
+            let xff = ctx
+                .peer_trusted
+                .then(|| req.headers.get(X_FORWARDED_FOR))
+                .flatten()
+                .map(|v| v.as_bytes());
             ctx.client_ip = Some(headers::client_ip(peer, xff, &rt.trusted_proxies));
         }
-        ctx.origin = req.headers.get(header::ORIGIN).cloned();
     }
 
     /// Route, IP rules, CORS preflight, WebSocket policy, identity headers, JWT, rate

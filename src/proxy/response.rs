@@ -30,7 +30,8 @@ impl Gateway {
         let Some(i) = ctx.route else { return };
         let extra = &rt.config.route_extras[i];
         if let Some(cors) = &extra.cors {
-            cors.apply_response_headers(ctx.origin.as_ref(), &mut RespSink(resp));
+            let origin = session.req_header().headers.get(header::ORIGIN);
+            cors.apply_response_headers(origin, &mut RespSink(resp));
         }
         if !extra.response_headers.is_empty() {
             let vars = Vars::new(session.req_header(), ctx);
