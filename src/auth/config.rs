@@ -53,8 +53,11 @@ pub(crate) fn algorithm_name(alg: Algorithm) -> &'static str {
         .map_or("?", |(n, _)| n)
 }
 
-/// Headers a claim may never be copied into: framing, routing and credentials.
-const RESERVED_HEADERS: [&str; 12] = [
+/// Headers a claim may never be copied into: framing, routing and credentials, and the
+/// ones the gateway sets or reads itself (a claim header is also stripped from every
+/// incoming request, which would drop a trusted proxy's `X-Forwarded-For` or the
+/// browser's `Origin` that CORS answers to).
+const RESERVED_HEADERS: [&str; 18] = [
     "host",
     "content-length",
     "transfer-encoding",
@@ -67,6 +70,12 @@ const RESERVED_HEADERS: [&str; 12] = [
     "proxy-connection",
     "authorization",
     "cookie",
+    "origin",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "x-request-id",
 ];
 
 /// One entry of the `jwt:` section, as written in YAML.
@@ -439,7 +448,7 @@ mod tests {
 a:
   algorithms: [HS256, HS999, none]
   secret: ""
-  claims_to_headers: { sub: "X User", role: Host }
+  claims_to_headers: { sub: "X User", role: Host, org: X-Forwarded-For, tier: Origin }
 b:
   algorithms: [HS256, RS256]
   secret: s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t
@@ -469,8 +478,10 @@ h:
             "jwt.a.algorithms[1]: unknown algorithm \"HS999\" (valid: HS256, HS384, HS512, RS256",
             "jwt.a.algorithms[2]: \"none\" (unsigned tokens) is never accepted",
             "jwt.a.secret: must not be empty",
+            "jwt.a.claims_to_headers.org: header \"X-Forwarded-For\" is reserved",
             "jwt.a.claims_to_headers.role: header \"Host\" is reserved",
             "jwt.a.claims_to_headers.sub: invalid header name \"X User\"",
+            "jwt.a.claims_to_headers.tier: header \"Origin\" is reserved",
             "jwt.b.algorithms: mixes HMAC (HS256) and public-key (RS256)",
             "jwt.b: exactly one key source is allowed (secret, public_key_file or jwks_url), found: secret, jwks_url",
             "jwt.b.secret: a secret only works with HS256, HS384, HS512; RS256 needs",
