@@ -13,7 +13,8 @@
 //! `BARE_WORK_STEALING=false` Pingora's runtime flavour (as Gatehouse's
 //! `server.work_stealing`).
 //! `BARE_TIMEOUTS=1` gives the peer Gatehouse's default timeouts (connect 3 s, read and
-//! write 30 s, idle 60 s), to separate the cost of Pingora's timers from Gatehouse's own.
+//! write 30 s, idle 60 s) on Tokio's timer wheel as Gatehouse has them, to separate the
+//! cost of Pingora's timers from Gatehouse's own.
 
 use async_trait::async_trait;
 use pingora::prelude::*;
@@ -60,16 +61,24 @@ fn main() {
         .unwrap_or_else(|e| panic!("BARE_THREADS {threads:?}: {e}"));
 
     let work_stealing = setting(None, "BARE_WORK_STEALING", "true") != "false";
+    let timeouts = std::env::var("BARE_TIMEOUTS").is_ok_and(|v| v == "1");
+    let defaults = ServerConf::default();
     let conf = ServerConf {
         threads,
         work_stealing,
-        ..ServerConf::default()
+        // With Gatehouse's timeouts, Gatehouse's timer choice too (see its server.rs).
+        fast_timeout_to_tokio_threshold_seconds: if timeouts {
+            Some(0)
+        } else {
+            defaults.fast_timeout_to_tokio_threshold_seconds
+        },
+        ..defaults
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
     let mut peer = HttpPeer::new(origin, false, String::new());
-    if std::env::var("BARE_TIMEOUTS").is_ok_and(|v| v == "1") {
+    if timeouts {
         let secs = std::time::Duration::from_secs;
         peer.options.connection_timeout = Some(secs(3));
         peer.options.total_connection_timeout = Some(secs(3));
