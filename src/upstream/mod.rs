@@ -1,9 +1,16 @@
 //! Upstream services (`upstream_peer` and the background health checks).
 //!
-//! Each configured service becomes one Pingora `LoadBalancer<Selector>` over a static
-//! backend set, with Pingora's TCP or HTTP health check attached. The checks are driven
-//! by [`spawn_health_checks`], one task per service that lives exactly as long as the
+//! Each configured service holds Pingora's `Backends` over a static backend set, with
+//! Pingora's TCP or HTTP health check attached through a `HealthRegistry`, and a
+//! [`Selector`] that orders the upstreams for each request. The checks are driven by
+//! [`spawn_health_checks`], one task per service that lives exactly as long as the
 //! service's runtime object: when a reload drops a service, its checks stop.
+//!
+//! Selection does not go through Pingora's `LoadBalancer::select_with`: that wraps the
+//! selector in a per-pick `HashSet` and SipHashes each backend twice (for the set and
+//! for its health), ~1.9k instructions per request, where [`Selector::candidates`]
+//! walks indices (see `benches/selection.rs`). Health is still Pingora's: a backend is
+//! out of rotation while `Backends::ready` says so.
 
 pub mod selector;
 
@@ -13,10 +20,10 @@ use async_trait::async_trait;
 use pingora::http::RequestHeader;
 use pingora::lb::discovery;
 use pingora::lb::health_check::{HealthCheck, HealthObserve, HttpHealthCheck, TcpHealthCheck};
-use pingora::lb::{Backend, Backends, HealthRegistry, LoadBalancer};
+use pingora::lb::{Backend, Backends, HealthRegistry};
 use pingora::prelude::HttpPeer;
 use pingora::{Error, ErrorType};
-use selector::{Selector, SelectorConfig};
+use selector::{Member, Selector};
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
@@ -103,11 +110,14 @@ pub struct HealthProbe {
     started: AtomicBool,
 }
 
-/// A service: its load balancer, its upstreams in config order, and its settings.
+/// A service: its backends and their health, its selector, its upstreams in config
+/// order, and its settings.
 pub struct ServiceRuntime {
     pub name: Arc<str>,
     pub config: ServiceConfig,
-    pub lb: LoadBalancer<Selector>,
+    /// Pingora's view of the upstreams: membership and each one's health.
+    backends: Backends,
+    selector: Selector,
     probe: Option<Arc<HealthProbe>>,
     pub upstreams: Vec<Upstream>,
     by_addr: HashMap<SocketAddr, usize>,
@@ -122,7 +132,6 @@ impl ServiceRuntime {
     /// health-check settings are unchanged.
     pub fn new(config: &ServiceConfig, previous: Option<&ServiceRuntime>) -> Result<Self, String> {
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
-        let mut states = HashMap::new();
         for u in &config.upstreams {
             let backend = Backend::new_with_weight(&u.addr.to_string(), u.weight as usize)
                 .map_err(|e| format!("upstream {}: {e}", u.address))?;
@@ -131,7 +140,6 @@ impl ServiceRuntime {
                 .filter(|old| *old.address == *u.address)
                 .unwrap_or_else(|| Arc::new(UpstreamState::new(&config.name, &u.address)));
             state.breaker.configure(config.circuit_breaker);
-            states.insert(u.addr, state.clone());
             upstreams.push(Upstream {
                 backend,
                 addr: u.addr,
@@ -164,17 +172,22 @@ impl ServiceRuntime {
             Some(p) => Backends::new_with_health_registry(discovery, p.registry.clone()),
             None => Backends::new(discovery),
         };
-        let lb = LoadBalancer::from_backends_with_config(
-            backends,
-            Some(SelectorConfig {
-                balance: config.balance,
-                states: Arc::new(states),
-            }),
-        );
-        // Static discovery never blocks: this fills the backend set and builds the selector.
-        futures::FutureExt::now_or_never(lb.update())
+        // Static discovery never blocks: this fills the backend set (and hands it to the
+        // health registry, whose checks probe it).
+        futures::FutureExt::now_or_never(backends.update(|_| {}))
             .ok_or("static discovery blocked")?
             .map_err(|e| format!("service {}: {e}", config.name))?;
+        let selector = Selector::new(
+            config.balance,
+            upstreams
+                .iter()
+                .map(|u| Member {
+                    addr: u.addr,
+                    weight: u.backend.weight,
+                    state: u.state.clone(),
+                })
+                .collect(),
+        );
         let by_addr = upstreams
             .iter()
             .enumerate()
@@ -183,7 +196,8 @@ impl ServiceRuntime {
         Ok(ServiceRuntime {
             name: config.name.as_str().into(),
             config: config.clone(),
-            lb,
+            backends,
+            selector,
             probe,
             upstreams,
             by_addr,
@@ -198,34 +212,24 @@ impl ServiceRuntime {
     /// Pick an upstream: healthy, admitted by its breaker, and not yet tried by this
     /// request if another one qualifies.
     pub fn select(&self, key: &[u8], tried: &[usize]) -> Selection {
-        let max = self.upstreams.len() * 4 + 16;
-        let admitted = std::cell::Cell::new(None);
-        let accept = |b: &Backend, healthy: bool, allow_tried: bool| {
-            let Some(i) = b.addr.as_inet().and_then(|a| self.index_of(*a)) else {
-                return false;
-            };
-            if !healthy || (!allow_tried && tried.contains(&i)) {
-                return false;
+        for allow_tried in [false, true] {
+            if allow_tried && tried.is_empty() {
+                break;
             }
-            match self.upstreams[i].state.breaker.try_acquire() {
-                Admission::Rejected => false,
-                a => {
-                    admitted.set(Some((i, a)));
-                    true
+            for i in self.selector.candidates(key) {
+                if (!allow_tried && tried.contains(&i)) || !self.is_healthy(i) {
+                    continue;
+                }
+                // Asked last: admission may take one of a half-open breaker's probe slots.
+                let breaker = &self.upstreams[i].state.breaker;
+                match breaker.try_acquire() {
+                    Admission::Rejected => {}
+                    a => return Selection::Chosen(i, Ticket::new(breaker.clone(), a)),
                 }
             }
-        };
-        let mut pick = self.lb.select_with(key, max, |b, h| accept(b, h, false));
-        if pick.is_none() && !tried.is_empty() {
-            pick = self.lb.select_with(key, max, |b, h| accept(b, h, true));
         }
-        match (pick, admitted.get()) {
-            (Some(_), Some((i, a))) => {
-                Selection::Chosen(i, Ticket::new(self.upstreams[i].state.breaker.clone(), a))
-            }
-            _ => Selection::Unavailable {
-                retry_after: self.retry_after(),
-            },
+        Selection::Unavailable {
+            retry_after: self.retry_after(),
         }
     }
 
@@ -236,7 +240,9 @@ impl ServiceRuntime {
         let breaker = self
             .upstreams
             .iter()
-            .filter(|u| self.lb.backends().ready(&u.backend))
+            .enumerate()
+            .filter(|&(i, _)| self.is_healthy(i))
+            .map(|(_, u)| u)
             .filter_map(|u| u.state.breaker.half_open_at())
             .min()
             .map(|t| t.saturating_duration_since(now).as_secs_f64().ceil() as u64);
@@ -248,23 +254,17 @@ impl ServiceRuntime {
         breaker.or(health).unwrap_or(1).max(1)
     }
 
-    /// The upstream with this address: a scan of a short list beats hashing it.
-    fn index_of(&self, addr: SocketAddr) -> Option<usize> {
-        if self.upstreams.len() <= 16 {
-            self.upstreams.iter().position(|u| u.addr == addr)
-        } else {
-            self.by_addr.get(&addr).copied()
-        }
-    }
-
     fn upstream_by_addr(&self, addr: SocketAddr) -> Option<Arc<UpstreamState>> {
         self.by_addr
             .get(&addr)
             .map(|&i| self.upstreams[i].state.clone())
     }
 
+    /// Whether Pingora's health check has this upstream in rotation. Without a health
+    /// check nothing can take one out, so there is nothing to look up (the lookup
+    /// SipHashes the backend).
     pub fn is_healthy(&self, upstream: usize) -> bool {
-        self.lb.backends().ready(&self.upstreams[upstream].backend)
+        self.probe.is_none() || self.backends.ready(&self.upstreams[upstream].backend)
     }
 
     pub fn healthy_count(&self) -> usize {

@@ -1,5 +1,6 @@
-//! Gatehouse's [`BackendSelection`]: one selector type for every `balance` mode, so a
-//! service's Pingora `LoadBalancer<Selector>` is the same type whatever it balances by.
+//! Gatehouse's upstream selection: the order in which one request considers a service's
+//! upstreams, for every `balance` mode. Upstreams are named by their index in the
+//! service's config.
 //!
 //! - `round_robin`: an atomic counter over the upstreams; weights ignored.
 //! - `weighted`: *smooth* weighted round robin (nginx's algorithm). The sequence is
@@ -11,60 +12,44 @@
 //! - `consistent_hash`: Pingora's Ketama ring (weights honoured).
 //! - `random`: weighted random.
 //!
-//! Whatever the first choice, the iterator then walks the remaining upstreams so that
-//! `LoadBalancer::select_with` can skip unhealthy or already-tried ones.
+//! Whatever the first choice, [`Candidates`] then walks every other upstream once, so
+//! the caller can skip unhealthy, open-circuit or already-tried ones. The walk allocates
+//! nothing and hashes nothing but a consistent-hash key: Pingora's
+//! `LoadBalancer::select_with` wraps its selector in a `HashSet` of SipHashed backends
+//! for the same guarantee, ~1.9k instructions per pick (`benches/selection.rs`).
 
 use super::UpstreamState;
 use crate::config::Balance;
-use pingora::lb::selection::consistent::{KetamaHashing, OwnedNodeIterator};
+use pingora::lb::selection::consistent::KetamaHashing;
 use pingora::lb::selection::{BackendIter, BackendSelection};
 use pingora::lb::Backend;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// What a selector is built from besides the backend set.
-#[derive(Clone)]
-pub struct SelectorConfig {
-    pub balance: Balance,
-    /// Per-upstream shared state (in-flight counts for least_connections).
-    pub states: Arc<HashMap<SocketAddr, Arc<UpstreamState>>>,
+/// One upstream as the selector sees it.
+pub struct Member {
+    pub addr: SocketAddr,
+    pub weight: usize,
+    /// In-flight requests (least_connections reads them).
+    pub state: Arc<UpstreamState>,
 }
 
 pub struct Selector {
-    backends: Box<[Backend]>,
-    states: Box<[Option<Arc<UpstreamState>>]>,
+    members: Box<[Member]>,
     balance: Balance,
     counter: AtomicUsize,
-    /// `weighted`: one period of the smooth weighted sequence, as backend indices.
+    /// `weighted`: one period of the smooth weighted sequence, as upstream indices.
     /// `random`: each index repeated `weight` times.
     table: Box<[u16]>,
     ketama: Option<Arc<KetamaHashing>>,
 }
 
-impl BackendSelection for Selector {
-    type Iter = SelectorIter;
-    type Config = SelectorConfig;
-
-    fn build(backends: &BTreeSet<Backend>) -> Self {
-        Self::build_with_config(
-            backends,
-            &SelectorConfig {
-                balance: Balance::RoundRobin,
-                states: Arc::default(),
-            },
-        )
-    }
-
-    fn build_with_config(backends: &BTreeSet<Backend>, config: &SelectorConfig) -> Self {
-        let list: Box<[Backend]> = backends.iter().cloned().collect();
-        let states = list
-            .iter()
-            .map(|b| b.addr.as_inet().and_then(|a| config.states.get(a).cloned()))
-            .collect();
-        let weights: Vec<usize> = list.iter().map(|b| b.weight.max(1)).collect();
-        let table = match config.balance {
+impl Selector {
+    pub fn new(balance: Balance, members: Vec<Member>) -> Self {
+        let weights: Vec<usize> = members.iter().map(|m| m.weight.max(1)).collect();
+        let table = match balance {
             Balance::Weighted => smooth_weighted_sequence(&weights),
             Balance::Random => weights
                 .iter()
@@ -73,64 +58,70 @@ impl BackendSelection for Selector {
                 .collect(),
             _ => Box::default(),
         };
-        let ketama = (config.balance == Balance::ConsistentHash)
-            .then(|| Arc::new(KetamaHashing::build(backends)));
+        let ketama = (balance == Balance::ConsistentHash).then(|| {
+            let ring: BTreeSet<Backend> = members
+                .iter()
+                .map(|m| Backend {
+                    addr: pingora::protocols::l4::socket::SocketAddr::Inet(m.addr),
+                    weight: m.weight,
+                    ext: Default::default(),
+                })
+                .collect();
+            Arc::new(KetamaHashing::build(&ring))
+        });
         Selector {
-            backends: list,
-            states,
-            balance: config.balance,
+            members: members.into_boxed_slice(),
+            balance,
             counter: AtomicUsize::new(0),
             table,
             ketama,
         }
     }
 
-    fn iter(self: &Arc<Self>, key: &[u8]) -> SelectorIter {
-        let n = self.backends.len();
-        if let Some(k) = &self.ketama {
-            return SelectorIter {
-                sel: self.clone(),
-                first: 0,
-                step: 0,
-                ring: Some(k.iter(key)),
-            };
-        }
-        let first = if n == 0 {
-            0
-        } else {
-            match self.balance {
-                Balance::RoundRobin | Balance::ConsistentHash => {
-                    self.counter.fetch_add(1, Ordering::Relaxed) % n
-                }
-                Balance::Weighted => {
-                    let i = self.counter.fetch_add(1, Ordering::Relaxed) % self.table.len();
-                    self.table[i] as usize
-                }
-                Balance::Random => {
-                    self.table[rand::random::<u32>() as usize % self.table.len()] as usize
-                }
-                Balance::LeastConnections => self.least_loaded(),
-            }
-        };
-        SelectorIter {
-            sel: self.clone(),
-            first,
+    /// The upstreams in the order this request should consider them: the balancer's
+    /// choice first, then each other upstream once.
+    pub fn candidates(&self, key: &[u8]) -> Candidates<'_> {
+        let n = self.members.len();
+        let mut walk = Candidates {
+            sel: self,
+            first: 0,
             step: 0,
             ring: None,
+            seen: smallvec::SmallVec::new(),
+            given: 0,
+        };
+        if n == 0 {
+            return walk;
         }
+        walk.first = match self.balance {
+            Balance::RoundRobin => self.counter.fetch_add(1, Ordering::Relaxed) % n,
+            Balance::Weighted => {
+                let i = self.counter.fetch_add(1, Ordering::Relaxed) % self.table.len();
+                usize::from(self.table[i])
+            }
+            Balance::Random => {
+                usize::from(self.table[rand::random::<u32>() as usize % self.table.len()])
+            }
+            Balance::LeastConnections => self.least_loaded(),
+            Balance::ConsistentHash => {
+                walk.ring = self.ketama.as_ref().map(|k| (k.iter(key), 0));
+                walk.seen.resize(n.div_ceil(64), 0);
+                0
+            }
+        };
+        walk
     }
-}
 
-impl Selector {
     fn least_loaded(&self) -> usize {
-        let n = self.backends.len();
+        let n = self.members.len();
         let start = self.counter.fetch_add(1, Ordering::Relaxed) % n;
         let mut best = start;
         let mut best_load = (usize::MAX, 1usize);
         for k in 0..n {
             let i = (start + k) % n;
-            let inflight = self.states[i].as_ref().map_or(0, |s| s.inflight.get());
-            let weight = self.backends[i].weight.max(1);
+            let m = &self.members[i];
+            let inflight = m.state.inflight.get();
+            let weight = m.weight.max(1);
             // inflight/weight < best_inflight/best_weight, without division
             if (inflight as u128) * (best_load.1 as u128) < (best_load.0 as u128) * (weight as u128)
             {
@@ -140,28 +131,75 @@ impl Selector {
         }
         best
     }
+
+    fn index_of(&self, addr: &pingora::protocols::l4::socket::SocketAddr) -> Option<usize> {
+        let addr = addr.as_inet()?;
+        self.members.iter().position(|m| m.addr == *addr)
+    }
 }
 
-/// Walks the first choice, then every other backend once (ring order).
-pub struct SelectorIter {
-    sel: Arc<Selector>,
+/// Upstream indices for one request: the first choice, then every other upstream once.
+pub struct Candidates<'a> {
+    sel: &'a Selector,
     first: usize,
+    /// How many indices of the plain walk (`first`, `first + 1`, …) were given.
     step: usize,
-    ring: Option<OwnedNodeIterator>,
+    /// Consistent hashing: the ring walk and the number of ring points visited.
+    ring: Option<(<KetamaHashing as BackendSelection>::Iter, usize)>,
+    /// Consistent hashing: upstreams the ring walk already gave, a bit per index
+    /// (inline up to 128 upstreams).
+    seen: smallvec::SmallVec<[u64; 2]>,
+    /// How many bits of `seen` are set.
+    given: usize,
 }
 
-impl BackendIter for SelectorIter {
-    fn next(&mut self) -> Option<&Backend> {
-        if let Some(ring) = &mut self.ring {
-            return ring.next();
+impl Candidates<'_> {
+    /// Mark `i` as given; false if it already was.
+    fn mark(&mut self, i: usize) -> bool {
+        let (word, bit) = (i / 64, 1u64 << (i % 64));
+        let fresh = self.seen.get(word).is_some_and(|w| w & bit == 0);
+        if fresh {
+            self.seen[word] |= bit;
+            self.given += 1;
         }
-        let n = self.sel.backends.len();
-        if self.step >= n {
-            return None;
+        fresh
+    }
+
+    fn was_given(&self, i: usize) -> bool {
+        self.seen
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+}
+
+impl Iterator for Candidates<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        let n = self.sel.members.len();
+        // The ring repeats each upstream at many points: it is walked until every
+        // upstream was given or for a bounded number of points; the plain walk then
+        // gives whatever the ring did not reach.
+        while let Some((ring, visited)) = &mut self.ring {
+            if self.given >= n || *visited >= n * 4 + 16 {
+                self.ring = None;
+                break;
+            }
+            *visited += 1;
+            match ring.next().and_then(|b| self.sel.index_of(&b.addr)) {
+                Some(i) if self.mark(i) => return Some(i),
+                Some(_) => {}
+                None => self.ring = None,
+            }
         }
-        let i = (self.first + self.step) % n;
-        self.step += 1;
-        Some(&self.sel.backends[i])
+        while self.step < n {
+            let i = (self.first + self.step) % n;
+            self.step += 1;
+            if !self.was_given(i) {
+                return Some(i);
+            }
+        }
+        None
     }
 }
 
@@ -190,32 +228,20 @@ pub fn smooth_weighted_sequence(weights: &[usize]) -> Box<[u16]> {
 mod tests {
     use super::*;
 
-    fn backends(spec: &[(&str, usize)]) -> BTreeSet<Backend> {
-        spec.iter()
-            .map(|(a, w)| Backend::new_with_weight(a, *w).unwrap())
-            .collect()
-    }
-
-    fn first(sel: &Arc<Selector>, key: &[u8]) -> String {
-        sel.iter(key).next().unwrap().addr.to_string()
-    }
-
-    fn build(balance: Balance, spec: &[(&str, usize)]) -> (Arc<Selector>, SelectorConfig) {
-        let states: HashMap<SocketAddr, Arc<UpstreamState>> = spec
+    fn build(balance: Balance, spec: &[(&str, usize)]) -> Selector {
+        let members = spec
             .iter()
-            .map(|(a, _)| {
-                let addr: SocketAddr = a.parse().unwrap();
-                (addr, Arc::new(UpstreamState::new("s", a)))
+            .map(|(a, w)| Member {
+                addr: a.parse().unwrap(),
+                weight: *w,
+                state: Arc::new(UpstreamState::new("s", a)),
             })
             .collect();
-        let config = SelectorConfig {
-            balance,
-            states: Arc::new(states),
-        };
-        (
-            Arc::new(Selector::build_with_config(&backends(spec), &config)),
-            config,
-        )
+        Selector::new(balance, members)
+    }
+
+    fn first(sel: &Selector, key: &[u8]) -> usize {
+        sel.candidates(key).next().unwrap()
     }
 
     #[test]
@@ -234,63 +260,101 @@ mod tests {
 
     #[test]
     fn weighted_split_over_1000() {
-        let (sel, _) = build(Balance::Weighted, &[("127.0.0.1:1", 3), ("127.0.0.1:2", 1)]);
-        let a = (0..1000)
-            .filter(|_| first(&sel, b"") == "127.0.0.1:1")
-            .count();
+        let sel = build(Balance::Weighted, &[("127.0.0.1:1", 3), ("127.0.0.1:2", 1)]);
+        let a = (0..1000).filter(|_| first(&sel, b"") == 0).count();
         assert_eq!(a, 750);
     }
 
     #[test]
     fn round_robin_ignores_weight() {
-        let (sel, _) = build(
+        let sel = build(
             Balance::RoundRobin,
             &[("127.0.0.1:1", 3), ("127.0.0.1:2", 1)],
         );
-        let a = (0..100)
-            .filter(|_| first(&sel, b"") == "127.0.0.1:1")
-            .count();
-        assert_eq!(a, 50);
+        let picks: Vec<usize> = (0..6).map(|_| first(&sel, b"")).collect();
+        assert_eq!(picks, [0, 1, 0, 1, 0, 1]);
     }
 
     #[test]
     fn least_connections_prefers_idle() {
-        let (sel, cfg) = build(
+        let sel = build(
             Balance::LeastConnections,
             &[("127.0.0.1:1", 1), ("127.0.0.1:2", 1), ("127.0.0.1:3", 1)],
         );
-        let busy = cfg.states[&"127.0.0.1:1".parse().unwrap()].clone();
-        let _g1 = busy.inflight.begin();
-        let busy2 = cfg.states[&"127.0.0.1:2".parse().unwrap()].clone();
-        let _g2 = busy2.inflight.begin();
+        let _g1 = sel.members[0].state.inflight.begin();
+        let _g2 = sel.members[1].state.inflight.begin();
         for _ in 0..10 {
-            assert_eq!(first(&sel, b""), "127.0.0.1:3");
+            assert_eq!(first(&sel, b""), 2);
         }
     }
 
     #[test]
-    fn consistent_hash_is_sticky() {
-        let (sel, _) = build(
+    fn consistent_hash_is_sticky_and_spreads() {
+        let sel = build(
             Balance::ConsistentHash,
             &[("127.0.0.1:1", 1), ("127.0.0.1:2", 1), ("127.0.0.1:3", 1)],
         );
-        for key in [b"alice".as_slice(), b"bob", b"carol"] {
-            let a = first(&sel, key);
-            assert!((0..20).all(|_| first(&sel, key) == a));
+        let mut chosen = BTreeSet::new();
+        for n in 0..200u32 {
+            let key = format!("user-{n}");
+            let a = first(&sel, key.as_bytes());
+            assert!((0..5).all(|_| first(&sel, key.as_bytes()) == a));
+            chosen.insert(a);
+        }
+        assert_eq!(chosen.len(), 3, "200 keys should reach every upstream");
+    }
+
+    #[test]
+    fn consistent_hash_matches_pingoras_ring() {
+        // The first choice is the one Pingora's Ketama selector makes for the key.
+        let spec = [("127.0.0.1:1", 1), ("127.0.0.1:2", 2), ("127.0.0.1:3", 1)];
+        let sel = build(Balance::ConsistentHash, &spec);
+        let set: BTreeSet<Backend> = spec
+            .iter()
+            .map(|(a, w)| Backend::new_with_weight(a, *w).unwrap())
+            .collect();
+        let ring = Arc::new(KetamaHashing::build(&set));
+        for n in 0..100u32 {
+            let key = format!("k{n}");
+            let theirs = ring.iter(key.as_bytes()).next().unwrap().addr.to_string();
+            let ours = first(&sel, key.as_bytes());
+            assert_eq!(spec[ours].0, theirs, "key {key}");
         }
     }
 
     #[test]
-    fn iterator_visits_every_backend_once() {
-        let (sel, _) = build(
+    fn every_balance_walks_every_upstream_once() {
+        let spec: Vec<(String, usize)> = (1..=70)
+            .map(|p| (format!("127.0.0.1:{p}"), 1 + p % 3))
+            .collect();
+        let spec: Vec<(&str, usize)> = spec.iter().map(|(a, w)| (a.as_str(), *w)).collect();
+        for balance in [
+            Balance::RoundRobin,
+            Balance::Weighted,
+            Balance::LeastConnections,
+            Balance::ConsistentHash,
             Balance::Random,
-            &[("127.0.0.1:1", 1), ("127.0.0.1:2", 5), ("127.0.0.1:3", 1)],
-        );
-        let mut it = sel.iter(b"");
-        let mut seen = BTreeSet::new();
-        while let Some(b) = it.next() {
-            assert!(seen.insert(b.addr.to_string()));
+        ] {
+            for n in [1, 2, 3, 70] {
+                let sel = build(balance, &spec[..n]);
+                for key in [&b"a"[..], b"bob", b""] {
+                    let walk: Vec<usize> = sel.candidates(key).collect();
+                    let unique: BTreeSet<usize> = walk.iter().copied().collect();
+                    assert_eq!(walk.len(), n, "{balance:?} over {n}: {walk:?}");
+                    assert_eq!(unique.len(), n, "{balance:?} over {n}: {walk:?}");
+                }
+            }
         }
-        assert_eq!(seen.len(), 3);
+    }
+
+    #[test]
+    fn an_empty_service_has_no_candidates() {
+        for balance in [
+            Balance::RoundRobin,
+            Balance::Weighted,
+            Balance::ConsistentHash,
+        ] {
+            assert_eq!(build(balance, &[]).candidates(b"x").next(), None);
+        }
     }
 }
