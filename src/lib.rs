@@ -10,7 +10,7 @@
 //! | [`runtime`] | the snapshot built from a config, swapped whole behind `ArcSwap` |
 //! | [`routing`] | compiled route table → `request_filter` |
 //! | [`headers`] | client IP, trusted proxies, request id, forwarded headers |
-//! | [`upstream`] | `LoadBalancer` per service, selection, health checks → `upstream_peer` |
+//! | [`upstream`] | Pingora `Backends` per service, selection, health checks → `upstream_peer` |
 //! | [`error`] | every gateway-made answer and its status/JSON mapping → `fail_to_proxy` |
 //! | [`metrics`] | Prometheus registry, bounded labels → `logging` |
 //! | [`access_log`] | one line per request → `logging` |
@@ -20,6 +20,15 @@
 //! | [`admin`] | `/metrics`, `/healthz`, `/readyz`, `/admin/status`, `/admin/reload` |
 //! | [`server`] | assembles the Pingora `Server` and its services |
 //! | [`demo`] | a small echo upstream for `gatehouse demo` and the tests |
+
+/// The allocator of every binary built on this crate (the default `mimalloc` feature).
+/// It is declared here, not in `main.rs`: Pingora's generic proxy code is instantiated
+/// in this crate (for [`proxy::Gateway`]), and only the crate that declares the global
+/// allocator can inline it; elsewhere each of the ~80 allocations and frees per request
+/// goes through the `__rust_alloc` shim.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod access_log;
 pub mod admin;
