@@ -61,8 +61,8 @@ impl Gateway {
     ) -> Result<Admit, GatewayError> {
         let route = route(session, rt)?;
         ctx.route = Some(route.index);
-        let route_name = route.name.clone();
-        let extra = rt.config.route_extras[route.index].clone();
+        let route_name = &*route.name;
+        let extra = &*rt.config.route_extras[route.index];
 
         if let Some(rules) = &extra.ip_rules {
             let ip = ctx.client_ip.ok_or(GatewayError::Forbidden)?;
@@ -113,7 +113,7 @@ impl Gateway {
                 Err(e) => {
                     self.metrics
                         .auth_failures
-                        .with_label_values(&[&route_name, e.code()])
+                        .with_label_values(&[route_name, e.code()])
                         .inc();
                     return Err(e);
                 }
@@ -129,7 +129,7 @@ impl Gateway {
         }
 
         if let Some(policies) = rt.route_limits.get(route.index).filter(|p| !p.is_empty()) {
-            self.rate_limit(session, ctx, &route_name, policies, rt)
+            self.rate_limit(session, ctx, route_name, policies, rt)
                 .await?;
         }
 
