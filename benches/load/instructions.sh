@@ -95,7 +95,7 @@ measure() {
     [[ ,$ONLY, == *,$name,* ]] || return 0
     while [[ $1 == *=* ]]; do vars+=("$1"); shift; done
     out=$RUNDIR/callgrind.$name
-    env ${vars[@]+"${vars[@]}"} valgrind --tool=callgrind --instr-atstart=no \
+    env ${vars[@]+"${vars[@]}"} valgrind --tool=callgrind --instr-atstart=no ${CALLGRIND_EXTRA:-} \
         --callgrind-out-file="$out.%p" "$@" >/dev/null 2>"$RUNDIR/$name.log" &
     pid=$!
     PIDS+=("$pid")
