@@ -10,6 +10,9 @@
 #
 # --only: a comma-separated subset of bare-pingora,bare-timeouts,gh-pass,gh-full (the
 # ratios need bare-pingora and gh-pass among them).
+# CALLGRIND_EXTRA: more callgrind options, e.g. "--cache-sim=yes --branch-sim=yes" for
+# simulated cache misses and branch mispredictions (the totals: `grep totals:` in the
+# kept profiles).
 #
 # The callgrind profiles are kept in benches/load/results/callgrind/ (git-ignored):
 #   callgrind_annotate --inclusive=yes benches/load/results/callgrind/callgrind.gh-pass.*.1
@@ -95,7 +98,7 @@ measure() {
     [[ ,$ONLY, == *,$name,* ]] || return 0
     while [[ $1 == *=* ]]; do vars+=("$1"); shift; done
     out=$RUNDIR/callgrind.$name
-    env ${vars[@]+"${vars[@]}"} valgrind --tool=callgrind --instr-atstart=no ${CALLGRIND_EXTRA:-} \
+    env ${vars[@]+"${vars[@]}"} valgrind --tool=callgrind --instr-atstart=no ${EXTRA[@]+"${EXTRA[@]}"} \
         --callgrind-out-file="$out.%p" "$@" >/dev/null 2>"$RUNDIR/$name.log" &
     pid=$!
     PIDS+=("$pid")
@@ -124,13 +127,14 @@ measure() {
     echo "$name $total"
 }
 
-GH_ENV=(GH_ORIGIN="127.0.0.1:$ORIGIN_PORT" GH_RUNDIR="$RUNDIR" GH_WORK_STEALING=true)
+read -ra EXTRA <<<"${CALLGRIND_EXTRA:-}"
+GH_ENV=(GH_ORIGIN="127.0.0.1:$ORIGIN_PORT" GH_RUNDIR="$RUNDIR" GH_WORK_STEALING=false)
 log "counting $N requests per target under callgrind (a minute or two each)"
 {
-    measure bare-pingora $((PORT_BASE + 3)) BARE_WORK_STEALING=true \
+    measure bare-pingora $((PORT_BASE + 3)) BARE_WORK_STEALING=false \
         "$BARE_BIN" "127.0.0.1:$ORIGIN_PORT" "127.0.0.1:$((PORT_BASE + 3))"
     # Diagnostic: bare Pingora with Gatehouse's default peer timeouts (Pingora's timers).
-    measure bare-timeouts $((PORT_BASE + 6)) BARE_WORK_STEALING=true BARE_TIMEOUTS=1 \
+    measure bare-timeouts $((PORT_BASE + 6)) BARE_WORK_STEALING=false BARE_TIMEOUTS=1 \
         "$BARE_BIN" "127.0.0.1:$ORIGIN_PORT" "127.0.0.1:$((PORT_BASE + 6))"
     measure gh-pass $((PORT_BASE + 4)) "${GH_ENV[@]}" GH_LISTEN="127.0.0.1:$((PORT_BASE + 4))" \
         GH_ADMIN="127.0.0.1:$((PORT_BASE + 54))" \

