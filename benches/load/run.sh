@@ -31,6 +31,11 @@
 #                      `mimalloc` feature (glibc's malloc)
 #   --no-build         do not run cargo build first
 #   --no-oha           skip the fixed-rate latency phase (throughput and CPU only)
+#   --pairs N          side-by-side repetitions (default 5; 0 = none): gh-pass with bare
+#                      Pingora, and gh-full with gh-pass, loaded at the same time (wrk -c25
+#                      each) on the same CPU 0, so both see the same machine; the CPU/req
+#                      ratio of a pair moves ~1% between repetitions where the interleaved
+#                      runs move 10-20% (it is higher, though: the two share CPU 0's caches)
 #   --perf LIST        `perf record -e cpu-clock --call-graph dwarf` the measured wrk
 #                      runs of these targets (comma-separated names, e.g. gh-pass,gh-full)
 #                      into results/perf-NAME-BODY-REP.data; their figures then include
@@ -53,6 +58,7 @@ GATEHOUSE_BIN_ENV=${GATEHOUSE_BIN:-}
 BARE_BIN_ENV=${BARE_BIN:-}
 
 QUICK=0 LARGE=0 LEAN=0 SYSTEM_MALLOC=0 BUILD=1 NO_OHA=0 REPS='' DURATION='' WARMUP='' RATE='' PERF_TARGET=''
+PAIRS=''
 TARGET_LIST=nginx,haproxy,bare,gh-pass,gh-full
 VARIANTS=()
 WORK_STEALING=false
@@ -75,6 +81,7 @@ while [ $# -gt 0 ]; do
         --system-malloc) SYSTEM_MALLOC=1 ;;
         --no-build) BUILD=0 ;;
         --no-oha) NO_OHA=1 ;;
+        --pairs) PAIRS=${2:?--pairs N}; shift ;;
         --perf) PERF_TARGET=${2:?--perf LIST}; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '/^# shellcheck/d; $d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
@@ -97,10 +104,11 @@ case $WORK_STEALING in true|false) ;; *) die "--work-stealing wants true or fals
 # The same runtime for every Rust proxy: the configs and bare_proxy read these.
 export GH_WORK_STEALING=$WORK_STEALING BARE_WORK_STEALING=$WORK_STEALING
 if [ "$QUICK" = 1 ]; then
-    REPS=${REPS:-1} DURATION=${DURATION:-5} WARMUP=${WARMUP:-1}
+    REPS=${REPS:-1} DURATION=${DURATION:-5} WARMUP=${WARMUP:-1} PAIRS=${PAIRS:-1}
 else
-    REPS=${REPS:-3} DURATION=${DURATION:-10} WARMUP=${WARMUP:-3}
+    REPS=${REPS:-3} DURATION=${DURATION:-10} WARMUP=${WARMUP:-3} PAIRS=${PAIRS:-5}
 fi
+[[ $PAIRS =~ ^[0-9]+$ ]] || die "--pairs wants a number"
 for n in "$REPS" "$DURATION" "$WARMUP" ${RATE:+"$RATE"}; do
     [[ $n =~ ^[0-9]+$ && $n -gt 0 ]] || die "not a positive integer: $n"
 done
@@ -211,11 +219,12 @@ PIDS=()     # everything started, for the trap
 T_PID=()    # the process measured, per target
 T_PIDS=()   # space-separated: every process of the target (nginx: master + worker)
 LOADPID=    # the load generator currently running
+LOADPID2=   # the second one of a side-by-side pair
 
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    if [ -n "$LOADPID" ]; then kill "$LOADPID" 2>/dev/null || true; fi
+    for p in $LOADPID $LOADPID2; do kill "$p" 2>/dev/null || true; done
     # SIGINT is the fast stop of nginx and Pingora (Pingora's SIGTERM would wait out its
     # grace period); HAProxy in -db mode stays up on SIGINT, hence SIGTERM, then SIGKILL.
     local sig alive
@@ -466,6 +475,48 @@ PY
     log "oha  $body rep $rep $name: $(tail -1 "$MEAS" | cut -f5-7 | tr '\t' ' ') (req/s p50 p99 ms)"
 }
 
+index_of() { # target name -> index, or nothing
+    local i
+    for i in $(seq 0 $((NT - 1))); do [ "${T_NAME[$i]}" = "$1" ] && echo "$i"; done
+    return 0
+}
+
+measure_pair() { # body rep i j: targets i and j loaded at the same time, CPU/req of each
+    local body=$1 rep=$2 i=$3 j=$4 path=/$1 phase secs out_i out_j
+    for phase in warm measure; do
+        secs=$DURATION out_i=$RESULTS/pair-$body-${T_NAME[$i]}-$rep.log
+        out_j=$RESULTS/pair-$body-${T_NAME[$j]}-$rep.log
+        if [ "$phase" = warm ]; then
+            secs=$WARMUP out_i=$RESULTS/wrk-warmup.log out_j=$RESULTS/wrk-warmup2.log
+        fi
+        local ci0 cj0
+        ci0=$(ticks ${T_PIDS[$i]}) cj0=$(ticks ${T_PIDS[$j]})
+        taskset -c 1 timeout $((secs + 15)) wrk -t1 -c25 -d"$secs"s -H "$AUTH" \
+            "http://127.0.0.1:${T_PORT[$j]}$path" >"$out_j" 2>&1 &
+        LOADPID2=$!
+        taskset -c 1 timeout $((secs + 15)) wrk -t1 -c25 -d"$secs"s -H "$AUTH" \
+            "http://127.0.0.1:${T_PORT[$i]}$path" >"$out_i" 2>&1 &
+        LOADPID=$!
+        wait "$LOADPID" || die "wrk failed on ${T_NAME[$i]} (see $out_i)"
+        wait "$LOADPID2" || die "wrk failed on ${T_NAME[$j]} (see $out_j)"
+        LOADPID='' LOADPID2=''
+    done
+    local ci1 cj1 ni nj ei ej
+    ci1=$(ticks ${T_PIDS[$i]}) cj1=$(ticks ${T_PIDS[$j]})
+    ni=$(awk '/requests in/ {print $1}' "$out_i") nj=$(awk '/requests in/ {print $1}' "$out_j")
+    if [ -z "$ni" ] || [ -z "$nj" ]; then die "could not parse $out_i or $out_j"; fi
+    ei=$(awk -F'[ ,]+' '/Non-2xx/ {n += $NF} /Socket errors:/ {n += $4 + $6 + $8 + $10} END {print n + 0}' "$out_i")
+    ej=$(awk -F'[ ,]+' '/Non-2xx/ {n += $NF} /Socket errors:/ {n += $4 + $6 + $8 + $10} END {print n + 0}' "$out_j")
+    truncate_log "$i"
+    truncate_log "$j"
+    local cpu_i cpu_j
+    cpu_i=$(awk -v d=$((ci1 - ci0)) -v n="$ni" -v hz="$HZ" 'BEGIN { printf "%.3f", d * 1e6 / hz / n }')
+    cpu_j=$(awk -v d=$((cj1 - cj0)) -v n="$nj" -v hz="$HZ" 'BEGIN { printf "%.3f", d * 1e6 / hz / n }')
+    printf 'pair\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$body" "$rep" "${T_NAME[$i]}" "${T_NAME[$j]}" \
+        "$cpu_i" "$cpu_j" "$((ei + ej))" >>"$MEAS"
+    log "pair $body rep $rep ${T_NAME[$i]} ${cpu_i} us/req, ${T_NAME[$j]} ${cpu_j} us/req side by side: $(awk -v a="$cpu_i" -v b="$cpu_j" 'BEGIN { printf "%.3f", a / b }')x, errors $((ei + ej))"
+}
+
 # wrk --latency fallback: the latency columns come from the wrk runs.
 bodies=(small)
 [ "$LARGE" = 1 ] && bodies+=(large)
@@ -499,6 +550,21 @@ PY
     fi
 done
 
+# Side by side: each pair loaded at once, so the ratio sees one state of the machine.
+if [ "$PAIRS" -gt 0 ]; then
+    PAIR_LIST=()
+    for p in gh-pass:bare-pingora gh-full:gh-pass; do
+        a=$(index_of "${p%%:*}") b=$(index_of "${p#*:}")
+        [ -n "$a" ] && [ -n "$b" ] && PAIR_LIST+=("$a:$b")
+    done
+    if [ ${#PAIR_LIST[@]} -gt 0 ]; then
+        log "== small body: side by side, $PAIRS x ${DURATION}s per pair (+${WARMUP}s warm-up)"
+        for rep in $(seq 1 "$PAIRS"); do
+            for p in "${PAIR_LIST[@]}"; do measure_pair small "$rep" "${p%%:*}" "${p#*:}"; done
+        done
+    fi
+fi
+
 # Peak RSS after the runs.
 RSS=$RESULTS/rss.log
 : >"$RSS"
@@ -517,7 +583,7 @@ done
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "gatehouse: $GATEHOUSE_BIN_ORIG, tree at start: $GIT_REV"
     echo "versions: $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | awk '{print "HAProxy " $3}'), wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}')${OHA:+, $("$OHA" --version)}"
-    echo "settings: profile=$PROFILE_DIR allocator=$ALLOCATOR reps=$REPS duration=${DURATION}s warmup=${WARMUP}s work_stealing=$WORK_STEALING (bare Pingora and Gatehouse); wrk -t1 -c50; oha -c50 --latency-correction${RATES[*]:+ rate ${RATES[*]}}"
+    echo "settings: profile=$PROFILE_DIR allocator=$ALLOCATOR reps=$REPS pairs=$PAIRS duration=${DURATION}s warmup=${WARMUP}s work_stealing=$WORK_STEALING (bare Pingora and Gatehouse); wrk -t1 -c50; oha -c50 --latency-correction${RATES[*]:+ rate ${RATES[*]}}"
     if [ "$NO_OHA" = 1 ]; then
         echo "latency: --no-oha, p50/p99 are from wrk --latency (closed loop: coordinated omission, not honest tail latency)"
     elif [ -z "$OHA" ]; then
