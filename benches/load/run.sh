@@ -32,7 +32,8 @@
 #   --no-build         do not run cargo build first
 #   --no-oha           skip the fixed-rate latency phase (throughput and CPU only)
 #   --pairs N          side-by-side repetitions (default 5; 0 = none): gh-pass with bare
-#                      Pingora, and gh-full with gh-pass, loaded at the same time (wrk -c25
+#                      Pingora, gh-full with gh-pass, and each --variant's gh-pass with
+#                      the current gh-pass, loaded at the same time (wrk -c25
 #                      each) on the same CPU 0, so both see the same machine; the CPU/req
 #                      ratio of a pair moves ~1% between repetitions where the interleaved
 #                      runs move 10-20% (it is higher, though: the two share CPU 0's caches)
@@ -555,6 +556,11 @@ if [ "$PAIRS" -gt 0 ]; then
     PAIR_LIST=()
     for p in gh-pass:bare-pingora gh-full:gh-pass; do
         a=$(index_of "${p%%:*}") b=$(index_of "${p#*:}")
+        [ -n "$a" ] && [ -n "$b" ] && PAIR_LIST+=("$a:$b")
+    done
+    # Each --variant build beside the current one.
+    for v in ${VARIANTS[@]+"${VARIANTS[@]}"}; do
+        a=$(index_of "gh-pass[${v%%=*}]") b=$(index_of gh-pass)
         [ -n "$a" ] && [ -n "$b" ] && PAIR_LIST+=("$a:$b")
     done
     if [ ${#PAIR_LIST[@]} -gt 0 ]; then
