@@ -182,8 +182,7 @@ impl ServiceRuntime {
             upstreams
                 .iter()
                 .map(|u| Member {
-                    addr: u.addr,
-                    weight: u.backend.weight,
+                    backend: u.backend.clone(),
                     state: u.state.clone(),
                 })
                 .collect(),

@@ -24,14 +24,13 @@ use pingora::lb::selection::consistent::KetamaHashing;
 use pingora::lb::selection::{BackendIter, BackendSelection};
 use pingora::lb::Backend;
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// One upstream as the selector sees it.
 pub struct Member {
-    pub addr: SocketAddr,
-    pub weight: usize,
+    /// Its address and weight.
+    pub backend: Backend,
     /// In-flight requests (least_connections reads them).
     pub state: Arc<UpstreamState>,
 }
@@ -48,7 +47,7 @@ pub struct Selector {
 
 impl Selector {
     pub fn new(balance: Balance, members: Vec<Member>) -> Self {
-        let weights: Vec<usize> = members.iter().map(|m| m.weight.max(1)).collect();
+        let weights: Vec<usize> = members.iter().map(|m| m.backend.weight.max(1)).collect();
         let table = match balance {
             Balance::Weighted => smooth_weighted_sequence(&weights),
             Balance::Random => weights
@@ -59,14 +58,7 @@ impl Selector {
             _ => Box::default(),
         };
         let ketama = (balance == Balance::ConsistentHash).then(|| {
-            let ring: BTreeSet<Backend> = members
-                .iter()
-                .map(|m| Backend {
-                    addr: pingora::protocols::l4::socket::SocketAddr::Inet(m.addr),
-                    weight: m.weight,
-                    ext: Default::default(),
-                })
-                .collect();
+            let ring: BTreeSet<Backend> = members.iter().map(|m| m.backend.clone()).collect();
             Arc::new(KetamaHashing::build(&ring))
         });
         Selector {
@@ -121,7 +113,7 @@ impl Selector {
             let i = (start + k) % n;
             let m = &self.members[i];
             let inflight = m.state.inflight.get();
-            let weight = m.weight.max(1);
+            let weight = m.backend.weight.max(1);
             // inflight/weight < best_inflight/best_weight, without division
             if (inflight as u128) * (best_load.1 as u128) < (best_load.0 as u128) * (weight as u128)
             {
@@ -132,9 +124,10 @@ impl Selector {
         best
     }
 
-    fn index_of(&self, addr: &pingora::protocols::l4::socket::SocketAddr) -> Option<usize> {
-        let addr = addr.as_inet()?;
-        self.members.iter().position(|m| m.addr == *addr)
+    fn index_of(&self, backend: &Backend) -> Option<usize> {
+        self.members
+            .iter()
+            .position(|m| m.backend.addr == backend.addr)
     }
 }
 
@@ -186,7 +179,7 @@ impl Iterator for Candidates<'_> {
                 break;
             }
             *visited += 1;
-            match ring.next().and_then(|b| self.sel.index_of(&b.addr)) {
+            match ring.next().and_then(|b| self.sel.index_of(b)) {
                 Some(i) if self.mark(i) => return Some(i),
                 Some(_) => {}
                 None => self.ring = None,
@@ -232,8 +225,7 @@ mod tests {
         let members = spec
             .iter()
             .map(|(a, w)| Member {
-                addr: a.parse().unwrap(),
-                weight: *w,
+                backend: Backend::new_with_weight(a, *w).unwrap(),
                 state: Arc::new(UpstreamState::new("s", a)),
             })
             .collect();
