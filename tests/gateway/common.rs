@@ -315,11 +315,17 @@ impl Drop for Gateway {
     }
 }
 
-/// The listen/admin/server part of a test config.
+/// The listen/admin/server part of a test config: two worker threads unless
+/// `server_extra` sets `threads`.
 pub fn header_yaml(dir: &Path, port: u16, admin_port: u16, server_extra: &str) -> String {
+    let threads = if server_extra.contains("threads:") {
+        ""
+    } else {
+        "  threads: 2\n"
+    };
     format!(
         "listen:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: 127.0.0.1:{admin_port}\n\
-         server:\n  threads: 2\n  pid_file: {dir}/gatehouse.pid\n  upgrade_sock: {dir}/upgrade.sock\n  \
+         server:\n{threads}  pid_file: {dir}/gatehouse.pid\n  upgrade_sock: {dir}/upgrade.sock\n  \
          grace_period: 1s\n  shutdown_timeout: 1s\n{server_extra}",
         dir = dir.display()
     )

@@ -384,3 +384,70 @@ fn reload_keeps_rate_limit_buckets_and_breaker_state() {
         "the breaker too"
     );
 }
+
+/// Write-type system calls the process has made so far (`syscw` in `/proc/PID/io`).
+fn write_syscalls(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).expect("read /proc/PID/io");
+    io.lines()
+        .find_map(|l| l.strip_prefix("syscw:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("syscw in /proc/PID/io")
+}
+
+/// One GET on a kept-alive connection; the status (responses carry Content-Length).
+fn keepalive_get(s: &mut std::net::TcpStream, target: &str) -> u16 {
+    use std::io::{Read, Write};
+    s.write_all(format!("GET {target} HTTP/1.1\r\nhost: gateway.test\r\n\r\n").as_bytes())
+        .expect("send");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).expect("response head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("content-length");
+    s.read_exact(&mut vec![0; len]).expect("response body");
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status")
+}
+
+#[test]
+fn proxied_requests_do_not_wake_the_timer_driver() {
+    // Each request registers an upstream read timeout. Unless a shorter timer is
+    // pending, Tokio's time driver is woken for it with an eventfd write (~1 per request
+    // when requests come one at a time); the gateway keeps a 1 s tick pending instead.
+    // One worker thread (with more, Pingora's per-thread runtimes wake each other for
+    // connections handed across them), access log off: nothing else to write.
+    let up = upstreams(1);
+    let gw = Gateway::start_with(
+        &format!(
+            "services:\n  s: {{ upstreams: [{{ address: \"{}\" }}] }}\nroutes:\n  - {{ name: r, match: {{ path_prefix: / }}, service: s }}\n",
+            up[0].addr()
+        ),
+        "  threads: 1\n  access_log: { format: off }\n",
+    );
+    let mut conn = std::net::TcpStream::connect(gw.addr).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    // Warm-up: the worker thread has served requests, the upstream connection is pooled.
+    for _ in 0..10 {
+        assert_eq!(keepalive_get(&mut conn, "/warm"), 200);
+    }
+    let before = write_syscalls(gw.pid());
+    for i in 0..200 {
+        assert_eq!(keepalive_get(&mut conn, &format!("/n/{i}")), 200);
+    }
+    let writes = write_syscalls(gw.pid()) - before;
+    assert!(
+        writes < 20,
+        "{writes} write system calls for 200 proxied requests (see {})",
+        gw.dir.display()
+    );
+}
