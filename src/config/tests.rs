@@ -46,10 +46,17 @@ fn good_config_is_normalised() {
     assert_eq!(c.server.trusted_proxies.len(), 2);
     assert_eq!(c.server.grace_period, Duration::from_secs(2));
     assert!(
-        !c.server.work_stealing,
-        "a single-threaded runtime per thread unless asked"
+        c.server.work_stealing,
+        "two threads: one work-stealing runtime unless asked"
     );
-    let stealing = GOOD.replace("threads: 2,", "threads: 2, work_stealing: true,");
+    let one = GOOD.replace("threads: 2,", "threads: 1,");
+    assert!(
+        !load(&one).unwrap().server.work_stealing,
+        "one thread: a single-threaded runtime unless asked"
+    );
+    let per_thread = GOOD.replace("threads: 2,", "threads: 2, work_stealing: false,");
+    assert!(!load(&per_thread).unwrap().server.work_stealing);
+    let stealing = GOOD.replace("threads: 2,", "threads: 1, work_stealing: true,");
     assert!(load(&stealing).unwrap().server.work_stealing);
     let bad = GOOD.replace("threads: 2,", "threads: 2, work_stealing: sometimes,");
     let errs = load(&bad).unwrap_err();
