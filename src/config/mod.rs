@@ -130,7 +130,7 @@ pub struct ServerSettings {
     /// Pingora ~3%), work stealing with more threads: Pingora then hands each new
     /// connection and each pooled connection's idle watch to a random thread, so I/O
     /// readiness and pool hand-overs cross threads (an `eventfd` wake-up each), and two
-    /// single-threaded runtimes took 10-15% more CPU per request than one stealing one.
+    /// single-threaded runtimes took 10-18% more CPU per request than one stealing one.
     pub work_stealing: bool,
 }
 
