@@ -83,10 +83,7 @@ fn metrics_status_and_readiness_describe_the_traffic() {
 #[test]
 fn access_log_has_one_json_line_per_request_without_query() {
     let up = upstreams(1);
-    let gw = Gateway::start(&format!(
-        "services:\n  s: {{ upstreams: [{{ address: \"{}\" }}] }}\nroutes:\n  - {{ name: r, match: {{ path_prefix: / }}, service: s }}\n",
-        up[0].addr()
-    ));
+    let gw = Gateway::start(&one_route(&up[0]));
     let r = gw.get("/path?access_token=SECRET123");
     let id = r.header("x-request-id").unwrap().to_string();
     assert!(wait_until(std::time::Duration::from_secs(5), || gw
@@ -106,10 +103,7 @@ fn buffered_access_lines_are_written_when_the_gateway_exits() {
     // Lines wait up to 100 ms in the buffer; a request answered just before a fast
     // shutdown (SIGINT) must still have its line written, by the exit hook.
     let up = upstreams(1);
-    let mut gw = Gateway::start(&format!(
-        "services:\n  s: {{ upstreams: [{{ address: \"{}\" }}] }}\nroutes:\n  - {{ name: r, match: {{ path_prefix: / }}, service: s }}\n",
-        up[0].addr()
-    ));
+    let mut gw = Gateway::start(&one_route(&up[0]));
     let ids: Vec<String> = (0..3)
         .map(|i| {
             let r = gw.get(&format!("/last/{i}"));

@@ -368,6 +368,14 @@ pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
+/// A config body with one service `s` on `up` and one route `r` for every path.
+pub fn one_route(up: &EchoServer) -> String {
+    format!(
+        "services:\n  s: {{ upstreams: [{{ address: \"{}\" }}] }}\nroutes:\n  - {{ name: r, match: {{ path_prefix: / }}, service: s }}\n",
+        up.addr()
+    )
+}
+
 /// Start `n` echo upstreams named a, b, c… on free ports.
 pub fn upstreams(n: usize) -> Vec<EchoServer> {
     (0..n)

@@ -1,16 +1,9 @@
 use crate::common::*;
 
-fn body(up: &EchoServer) -> String {
-    format!(
-        "services:\n  s: {{ upstreams: [{{ address: \"{}\" }}] }}\nroutes:\n  - {{ name: r, match: {{ path_prefix: / }}, service: s }}\n",
-        up.addr()
-    )
-}
-
 #[test]
 fn spoofed_forwarded_for_from_untrusted_peer_is_replaced() {
     let up = upstreams(1);
-    let gw = Gateway::start(&body(&up[0]));
+    let gw = Gateway::start(&one_route(&up[0]));
     let r = request(
         gw.addr,
         "GET",
@@ -37,7 +30,7 @@ fn spoofed_forwarded_for_from_untrusted_peer_is_replaced() {
 fn trusted_proxy_chain_is_kept_and_client_is_rightmost_untrusted() {
     let up = upstreams(1);
     let gw = Gateway::start_with(
-        &body(&up[0]),
+        &one_route(&up[0]),
         "  trusted_proxies: [127.0.0.1/32, 10.0.0.0/8]\n",
     );
     let r = request(
@@ -59,7 +52,7 @@ fn trusted_proxy_chain_is_kept_and_client_is_rightmost_untrusted() {
 #[test]
 fn request_id_kept_when_sane_generated_otherwise_and_echoed() {
     let up = upstreams(1);
-    let gw = Gateway::start(&body(&up[0]));
+    let gw = Gateway::start(&one_route(&up[0]));
     let r = request(gw.addr, "GET", "/", &[("x-request-id", "abc-123")], b"").unwrap();
     assert_eq!(r.header("x-request-id"), Some("abc-123"));
     assert_eq!(r.json()["headers"]["x-request-id"], "abc-123");
@@ -84,7 +77,7 @@ fn request_id_kept_when_sane_generated_otherwise_and_echoed() {
 #[test]
 fn hop_by_hop_headers_are_not_forwarded() {
     let up = upstreams(1);
-    let gw = Gateway::start(&body(&up[0]));
+    let gw = Gateway::start(&one_route(&up[0]));
     let r = request(
         gw.addr,
         "GET",

@@ -197,10 +197,7 @@ fn reload_keeps_health_and_reports_settings_needing_an_upgrade() {
 #[test]
 fn sigterm_finishes_in_flight_requests_then_exits() {
     let up = upstreams(1);
-    let mut gw = Gateway::start(&format!(
-        "services:\n  s: {{ upstreams: [{{ address: \"{}\" }}] }}\nroutes:\n  - {{ name: r, match: {{ path_prefix: / }}, service: s }}\n",
-        up[0].addr()
-    ));
+    let mut gw = Gateway::start(&one_route(&up[0]));
     let addr = gw.addr;
     let slow = std::thread::spawn(move || request(addr, "GET", "/sleep/800", &[], b""));
     assert!(wait_until(Duration::from_secs(5), || up[0].requests() == 1));
@@ -264,14 +261,14 @@ fn three_binary_upgrades_under_load_fail_no_request() {
     std::fs::write(
         &config,
         format!(
-            "{}  error_log: {}/error.log\nservices:\n  s: {{ upstreams: [{{ address: \"{}\" }}] }}\nroutes:\n  - {{ name: r, match: {{ path_prefix: / }}, service: s }}\n",
+            "{}  error_log: {}/error.log\n{}",
             // Production-like drain times (the shared header's 1 s + 1 s is for fast tests):
             // requests the old process accepted last must finish even on a loaded machine.
             header_yaml(&dir, port, admin_port, "")
                 .replace("grace_period: 1s", "grace_period: 3s")
                 .replace("shutdown_timeout: 1s", "shutdown_timeout: 3s"),
             dir.display(),
-            up[0].addr()
+            one_route(&up[0])
         ),
     )
     .unwrap();
@@ -427,10 +424,7 @@ fn proxied_requests_do_not_wake_the_timer_driver() {
     // connections handed across them), access log off: nothing else to write.
     let up = upstreams(1);
     let gw = Gateway::start_with(
-        &format!(
-            "services:\n  s: {{ upstreams: [{{ address: \"{}\" }}] }}\nroutes:\n  - {{ name: r, match: {{ path_prefix: / }}, service: s }}\n",
-            up[0].addr()
-        ),
+        &one_route(&up[0]),
         "  threads: 1\n  access_log: { format: off }\n",
     );
     let mut conn = std::net::TcpStream::connect(gw.addr).expect("connect");

@@ -257,12 +257,11 @@ fn tls_with_http2_and_plaintext_h2c() {
     let (cert, key) = self_signed(&dir);
     let tls_port = free_port();
     let gw = Gateway::start_full(
-        &format!(
-            "services:\n  s: {{ upstreams: [{{ address: \"{}\" }}] }}\nroutes:\n  - {{ name: r, match: {{ path_prefix: / }}, service: s }}\n",
-            up[0].addr()
-        ),
+        &one_route(&up[0]),
         "  h2c: true\n",
-        &format!("  - address: 127.0.0.1:{tls_port}\n    tls: {{ cert: \"{cert}\", key: \"{key}\" }}\n"),
+        &format!(
+            "  - address: 127.0.0.1:{tls_port}\n    tls: {{ cert: \"{cert}\", key: \"{key}\" }}\n"
+        ),
     );
     let tls_url = format!("https://localhost:{tls_port}/tls");
     // TLS + ALPN h2, with the test certificate as the trust anchor
@@ -292,13 +291,7 @@ fn tls_with_http2_and_plaintext_h2c() {
 fn http2_to_upstreams() {
     let up = upstreams(1);
     // An h2c-capable upstream: a second gateway in front of the echo server.
-    let inner = Gateway::start_with(
-        &format!(
-            "services:\n  s: {{ upstreams: [{{ address: \"{}\" }}] }}\nroutes:\n  - {{ name: r, match: {{ path_prefix: / }}, service: s }}\n",
-            up[0].addr()
-        ),
-        "  h2c: true\n",
-    );
+    let inner = Gateway::start_with(&one_route(&up[0]), "  h2c: true\n");
     let outer = Gateway::start(&format!(
         "services:\n  h2: {{ http2: true, upstreams: [{{ address: \"{}\" }}] }}\n  h1only: {{ http2: true, retries: {{ attempts: 0 }}, upstreams: [{{ address: \"{}\" }}] }}\nroutes:\n  - {{ name: via-h2, match: {{ path_prefix: /h2 }}, service: h2 }}\n  - {{ name: broken, match: {{ path_prefix: /h1only }}, service: h1only }}\n",
         inner.addr,
