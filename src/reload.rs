@@ -19,6 +19,8 @@ pub struct Reloader {
     path: PathBuf,
     runtime: Arc<ArcSwap<Runtime>>,
     metrics: Arc<Metrics>,
+    /// Whether the proxy set up its compression module at start (see `Gateway::new`).
+    compression_module: bool,
     /// Reloads run one at a time: a second SIGHUP waits for the first to finish.
     lock: tokio::sync::Mutex<()>,
 }
@@ -31,10 +33,12 @@ pub struct ReloadReport {
 
 impl Reloader {
     pub fn new(path: PathBuf, runtime: Arc<ArcSwap<Runtime>>, metrics: Arc<Metrics>) -> Self {
+        let compression_module = runtime.load().any_compression;
         Reloader {
             path,
             runtime,
             metrics,
+            compression_module,
             lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -54,9 +58,16 @@ impl Reloader {
             Err(e) => return Err(self.failed(vec![format!("reload task failed: {e}")])),
         };
         let old = self.runtime.load_full();
-        let report = ReloadReport {
+        let mut report = ReloadReport {
             needs_upgrade: needs_upgrade(&old.config, &config),
         };
+        if !self.compression_module && config.route_extras.iter().any(|e| e.compression) {
+            // The proxy set up no compression module at start (no route asked for one):
+            // these routes answer uncompressed until the next start or binary upgrade.
+            report
+                .needs_upgrade
+                .push("routes[].compression (off for every route at start)".to_string());
+        }
         let new = match Runtime::build(config, Some(&old)) {
             Ok(rt) => rt,
             Err(e) => return Err(self.failed(vec![e])),

@@ -45,7 +45,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::{header, HeaderName};
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::modules::http::compression::ResponseCompression;
+use pingora::modules::http::compression::{ResponseCompression, ResponseCompressionBuilder};
+use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::protocols::http::compression::Algorithm;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -57,11 +58,24 @@ use std::time::Instant;
 pub struct Gateway {
     runtime: Arc<ArcSwap<Runtime>>,
     metrics: Arc<Metrics>,
+    /// Whether Pingora's response compression module is set up (see
+    /// [`Gateway::new`]).
+    compression_module: bool,
 }
 
 impl Gateway {
+    /// The compression module is set up only when the starting config has a route with
+    /// `compression: true`. Pingora's default sets it up, disabled, for every service;
+    /// it then builds, filters and drops a module context on every request (~1.3k
+    /// instructions) whether or not anything is compressed. A reload that turns
+    /// compression on where it was off at start reports it as needing a binary upgrade.
     pub fn new(runtime: Arc<ArcSwap<Runtime>>, metrics: Arc<Metrics>) -> Self {
-        Gateway { runtime, metrics }
+        let compression_module = runtime.load().any_compression;
+        Gateway {
+            runtime,
+            metrics,
+            compression_module,
+        }
     }
 }
 
@@ -120,6 +134,13 @@ impl Ctx {
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = Ctx;
+
+    fn init_downstream_modules(&self, modules: &mut HttpModules) {
+        if self.compression_module {
+            // Disabled here; armed per request in early_request_filter.
+            modules.add_module(ResponseCompressionBuilder::enable(0));
+        }
+    }
 
     fn new_ctx(&self) -> Ctx {
         Ctx {

@@ -195,6 +195,35 @@ fn reload_keeps_health_and_reports_settings_needing_an_upgrade() {
 }
 
 #[test]
+fn compression_turned_on_by_reload_waits_for_an_upgrade() {
+    // No route compresses at start, so the proxy sets up no compression module; a
+    // reload that turns compression on says so, applies the rest and keeps answering.
+    let up = upstreams(1);
+    let gw = Gateway::start(&one_route(&up[0]));
+    let path = format!("/{}", "x".repeat(2000));
+    let gzip = [("accept-encoding", "gzip")];
+    let r = request(gw.addr, "GET", &path, &gzip, b"").unwrap();
+    assert_eq!((r.status, r.header("content-encoding")), (200, None));
+
+    let on = one_route(&up[0]).replace(
+        "{ name: r, match: { path_prefix: / }, service: s }",
+        "{ name: zipped, match: { path_prefix: / }, service: s, compression: true }",
+    );
+    assert!(on.contains("compression: true"), "{on}");
+    gw.rewrite(&on);
+    let r = request(gw.admin, "POST", "/admin/reload", &[], b"").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["needs_upgrade"],
+        serde_json::json!(["routes[].compression (off for every route at start)"])
+    );
+    assert_eq!(gw.status()["routes"][0]["name"], "zipped");
+    let r = request(gw.addr, "GET", &path, &gzip, b"").unwrap();
+    assert_eq!((r.status, r.header("content-encoding")), (200, None));
+    assert!(gw.log().contains("routes[].compression"), "{}", gw.log());
+}
+
+#[test]
 fn sigterm_finishes_in_flight_requests_then_exits() {
     let up = upstreams(1);
     let mut gw = Gateway::start(&one_route(&up[0]));
