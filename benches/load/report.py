@@ -205,7 +205,9 @@ def main():
             "both pinned to CPU 0: each one's CPU per request over the same seconds, so a "
             "slower or faster moment of the shared machine counts for both. They share the "
             "core's caches, which costs the larger program more: expect a somewhat higher "
-            "ratio than from the interleaved runs, with far less spread."
+            "ratio than from the interleaved runs, with far less spread. Each repetition "
+            "starts both anew on two ports that swap from one repetition to the next (a "
+            "listening port alone can cost ~1% CPU per request)."
         )
         out.append("")
 

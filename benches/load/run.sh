@@ -31,12 +31,14 @@
 #                      `mimalloc` feature (glibc's malloc)
 #   --no-build         do not run cargo build first
 #   --no-oha           skip the fixed-rate latency phase (throughput and CPU only)
-#   --pairs N          side-by-side repetitions (default 5; 0 = none): gh-pass with bare
+#   --pairs N          side-by-side repetitions (default 6; 0 = none): gh-pass with bare
 #                      Pingora, gh-full with gh-pass, and each --variant's gh-pass with
 #                      the current gh-pass, loaded at the same time (wrk -c25
 #                      each) on the same CPU 0, so both see the same machine; the CPU/req
 #                      ratio of a pair moves ~1% between repetitions where the interleaved
-#                      runs move 10-20% (it is higher, though: the two share CPU 0's caches)
+#                      runs move 10-20% (it is higher, though: the two share CPU 0's caches).
+#                      Each repetition starts both anew on two ports that swap every
+#                      repetition (a listening port alone can cost ~1%): use an even N
 #   --perf LIST        `perf record -e cpu-clock --call-graph dwarf` the measured wrk
 #                      runs of these targets (comma-separated names, e.g. gh-pass,gh-full)
 #                      into results/perf-NAME-BODY-REP.data; their figures then include
@@ -107,7 +109,7 @@ export GH_WORK_STEALING=$WORK_STEALING BARE_WORK_STEALING=$WORK_STEALING
 if [ "$QUICK" = 1 ]; then
     REPS=${REPS:-1} DURATION=${DURATION:-5} WARMUP=${WARMUP:-1} PAIRS=${PAIRS:-1}
 else
-    REPS=${REPS:-3} DURATION=${DURATION:-10} WARMUP=${WARMUP:-3} PAIRS=${PAIRS:-5}
+    REPS=${REPS:-3} DURATION=${DURATION:-10} WARMUP=${WARMUP:-3} PAIRS=${PAIRS:-6}
 fi
 [[ $PAIRS =~ ^[0-9]+$ ]] || die "--pairs wants a number"
 for n in "$REPS" "$DURATION" "$WARMUP" ${RATE:+"$RATE"}; do
@@ -196,13 +198,17 @@ if [ -n "$PERF_TARGET" ]; then
 fi
 perf_this() { [[ ,$PERF_TARGET, == *",$1,"* ]]; }
 
-# Every port this run listens on must be free: the origin, the targets, the gatehouse
-# admin ports (target port + 50).
+# The two ports of the side-by-side pairs' fresh instances (see measure_pair).
+PAIR_PORTS=("$next_port" $((next_port + 1)))
+
+# Every port this run listens on must be free: the origin, the targets, the pair ports,
+# the gatehouse admin ports (listening port + 50).
 PORTS=("$ORIGIN_PORT")
 for i in $(seq 0 $((NT - 1))); do
     PORTS+=("${T_PORT[$i]}")
     [ "${T_KIND[$i]}" = gatehouse ] && PORTS+=($((T_PORT[i] + 50)))
 done
+PORTS+=("${PAIR_PORTS[@]}" $((PAIR_PORTS[0] + 50)) $((PAIR_PORTS[1] + 50)))
 busy=$(ss -Htln | awk '{print $4}' | sed 's/.*://' | sort -u)
 for p in "${PORTS[@]}"; do
     if grep -qx "$p" <<<"$busy"; then
@@ -482,40 +488,97 @@ index_of() { # target name -> index, or nothing
     return 0
 }
 
-measure_pair() { # body rep i j: targets i and j loaded at the same time, CPU/req of each
-    local body=$1 rep=$2 i=$3 j=$4 path=/$1 phase secs out_i out_j
+# A fresh instance of target i (bare Pingora or Gatehouse) on port, for one side-by-side
+# repetition: sets STARTED_PID.
+STARTED_PID=
+start_pair_instance() { # i port
+    local i=$1 port=$2 slug=${T_NAME[$1]//[\[\]]/_}
+    local out=$RESULTS/pair-$slug.stderr.log
+    : >"$out"
+    case ${T_KIND[$i]} in
+        bare)
+            # shellcheck disable=SC2046 # T_CONF holds VAR=value settings or "-"
+            env $( [ "${T_CONF[$i]}" = - ] || echo "${T_CONF[$i]}") \
+                taskset -a -c 0 "${T_BIN[$i]}" "127.0.0.1:$ORIGIN_PORT" "127.0.0.1:$port" 2>>"$out" &
+            ;;
+        gatehouse)
+            # Its own pid file and upgrade socket: the long-running instance keeps its own.
+            mkdir -p "$RUNDIR/pair-$slug"
+            env GH_LISTEN="127.0.0.1:$port" GH_ADMIN="127.0.0.1:$((port + 50))" \
+                GH_ORIGIN="127.0.0.1:$ORIGIN_PORT" GH_RUNDIR="$RUNDIR/pair-$slug" \
+                taskset -a -c 0 "${T_BIN[$i]}" -c "${T_CONF[$i]}" 2>>"$out" &
+            ;;
+        *) die "side by side: ${T_NAME[$i]} is neither bare Pingora nor Gatehouse" ;;
+    esac
+    STARTED_PID=$!
+    PIDS+=("$STARTED_PID")
+    wait_http "$STARTED_PID" "$port" /small "$AUTH" ||
+        die "${T_NAME[$i]} (side by side) did not come up on port $port (see $out)"
+}
+
+stop_pair_instance() { # pid: Pingora's fast stop (SIGINT), then SIGKILL after 5 s
+    kill -INT "$1" 2>/dev/null || true
+    local n
+    for n in $(seq 1 50); do
+        kill -0 "$1" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
+# Targets i and j loaded at the same time: the CPU per request of each. Both run as fresh
+# instances on the two pair ports, which swap every repetition (the one on the first
+# port starts first): an A/A test on this machine measured ~1% more CPU per request on
+# one of two listening ports, whichever process held it, so a port kept for the whole
+# run would tilt every repetition the same way.
+measure_pair() { # body rep i j
+    local body=$1 rep=$2 i=$3 j=$4 path=/$1 phase secs out_i out_j pid_i pid_j
+    local port_i=${PAIR_PORTS[$((rep % 2))]} port_j=${PAIR_PORTS[$(((rep + 1) % 2))]}
+    if [ "$port_i" = "${PAIR_PORTS[0]}" ]; then
+        start_pair_instance "$i" "$port_i"; pid_i=$STARTED_PID
+        start_pair_instance "$j" "$port_j"; pid_j=$STARTED_PID
+    else
+        start_pair_instance "$j" "$port_j"; pid_j=$STARTED_PID
+        start_pair_instance "$i" "$port_i"; pid_i=$STARTED_PID
+    fi
+    local slug_i=${T_NAME[$i]//[\[\]]/_} slug_j=${T_NAME[$j]//[\[\]]/_}
     for phase in warm measure; do
-        secs=$DURATION out_i=$RESULTS/pair-$body-${T_NAME[$i]}-$rep.log
-        out_j=$RESULTS/pair-$body-${T_NAME[$j]}-$rep.log
+        secs=$DURATION out_i=$RESULTS/pair-$body-$slug_i-$rep.log
+        out_j=$RESULTS/pair-$body-$slug_j-$rep.log
         if [ "$phase" = warm ]; then
             secs=$WARMUP out_i=$RESULTS/wrk-warmup.log out_j=$RESULTS/wrk-warmup2.log
         fi
+        # The access log of the warm-up is not kept.
+        : >"$RESULTS/pair-$slug_i.stderr.log"
+        : >"$RESULTS/pair-$slug_j.stderr.log"
         local ci0 cj0
-        ci0=$(ticks ${T_PIDS[$i]}) cj0=$(ticks ${T_PIDS[$j]})
+        ci0=$(ticks "$pid_i") cj0=$(ticks "$pid_j")
         taskset -c 1 timeout $((secs + 15)) wrk -t1 -c25 -d"$secs"s -H "$AUTH" \
-            "http://127.0.0.1:${T_PORT[$j]}$path" >"$out_j" 2>&1 &
+            "http://127.0.0.1:$port_j$path" >"$out_j" 2>&1 &
         LOADPID2=$!
         taskset -c 1 timeout $((secs + 15)) wrk -t1 -c25 -d"$secs"s -H "$AUTH" \
-            "http://127.0.0.1:${T_PORT[$i]}$path" >"$out_i" 2>&1 &
+            "http://127.0.0.1:$port_i$path" >"$out_i" 2>&1 &
         LOADPID=$!
         wait "$LOADPID" || die "wrk failed on ${T_NAME[$i]} (see $out_i)"
         wait "$LOADPID2" || die "wrk failed on ${T_NAME[$j]} (see $out_j)"
         LOADPID='' LOADPID2=''
     done
     local ci1 cj1 ni nj ei ej
-    ci1=$(ticks ${T_PIDS[$i]}) cj1=$(ticks ${T_PIDS[$j]})
+    ci1=$(ticks "$pid_i") cj1=$(ticks "$pid_j")
+    stop_pair_instance "$pid_i"
+    stop_pair_instance "$pid_j"
+    rm -f "$RESULTS/pair-$slug_i.stderr.log" "$RESULTS/pair-$slug_j.stderr.log"
     ni=$(awk '/requests in/ {print $1}' "$out_i") nj=$(awk '/requests in/ {print $1}' "$out_j")
     if [ -z "$ni" ] || [ -z "$nj" ]; then die "could not parse $out_i or $out_j"; fi
     ei=$(awk -F'[ ,]+' '/Non-2xx/ {n += $NF} /Socket errors:/ {n += $4 + $6 + $8 + $10} END {print n + 0}' "$out_i")
     ej=$(awk -F'[ ,]+' '/Non-2xx/ {n += $NF} /Socket errors:/ {n += $4 + $6 + $8 + $10} END {print n + 0}' "$out_j")
-    truncate_log "$i"
-    truncate_log "$j"
     local cpu_i cpu_j
     cpu_i=$(awk -v d=$((ci1 - ci0)) -v n="$ni" -v hz="$HZ" 'BEGIN { printf "%.3f", d * 1e6 / hz / n }')
     cpu_j=$(awk -v d=$((cj1 - cj0)) -v n="$nj" -v hz="$HZ" 'BEGIN { printf "%.3f", d * 1e6 / hz / n }')
     printf 'pair\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$body" "$rep" "${T_NAME[$i]}" "${T_NAME[$j]}" \
         "$cpu_i" "$cpu_j" "$((ei + ej))" >>"$MEAS"
-    log "pair $body rep $rep ${T_NAME[$i]} ${cpu_i} us/req, ${T_NAME[$j]} ${cpu_j} us/req side by side: $(awk -v a="$cpu_i" -v b="$cpu_j" 'BEGIN { printf "%.3f", a / b }')x, errors $((ei + ej))"
+    log "pair $body rep $rep ${T_NAME[$i]} (port $port_i) ${cpu_i} us/req, ${T_NAME[$j]} (port $port_j) ${cpu_j} us/req side by side: $(awk -v a="$cpu_i" -v b="$cpu_j" 'BEGIN { printf "%.3f", a / b }')x, errors $((ei + ej))"
 }
 
 # wrk --latency fallback: the latency columns come from the wrk runs.
