@@ -307,6 +307,28 @@ BENCH_JWT_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 TOKEN=$(BENCH_JWT_SECRET=$BENCH_JWT_SECRET "$GATEHOUSE_BIN" token --secret-env BENCH_JWT_SECRET --sub bench --ttl 1h)
 AUTH="Authorization: Bearer $TOKEN"
 
+# Start target i (bare Pingora or Gatehouse) on port in the background, pinned to CPU 0,
+# stderr appended to out (appending, so it can be truncated between runs: the full
+# pipeline's JSON access log really gets written); Gatehouse keeps its pid file and
+# upgrade socket in rundir.
+launch_rust() { # i port rundir out
+    local i=$1 port=$2 rundir=$3 out=$4
+    case ${T_KIND[$i]} in
+        bare)
+            # shellcheck disable=SC2046 # T_CONF holds VAR=value settings or "-"
+            env $( [ "${T_CONF[$i]}" = - ] || echo "${T_CONF[$i]}") \
+                taskset -a -c 0 "${T_BIN[$i]}" "127.0.0.1:$ORIGIN_PORT" "127.0.0.1:$port" 2>>"$out" &
+            ;;
+        gatehouse)
+            mkdir -p "$rundir"
+            env GH_LISTEN="127.0.0.1:$port" GH_ADMIN="127.0.0.1:$((port + 50))" \
+                GH_ORIGIN="127.0.0.1:$ORIGIN_PORT" GH_RUNDIR="$rundir" \
+                taskset -a -c 0 "${T_BIN[$i]}" -c "${T_CONF[$i]}" 2>>"$out" &
+            ;;
+        *) die "${T_NAME[$i]} is neither bare Pingora nor Gatehouse" ;;
+    esac
+}
+
 for i in $(seq 0 $((NT - 1))); do
     name=${T_NAME[$i]} port=${T_PORT[$i]} slug=${T_NAME[$i]//[\[\]]/_}
     out=$RESULTS/$slug.stderr.log
@@ -322,9 +344,8 @@ for i in $(seq 0 $((NT - 1))); do
             taskset -a -c 0 haproxy -db -f "$RUNDIR/haproxy.cfg" 2>"$out" &
             ;;
         bare)
-            # shellcheck disable=SC2046 # T_CONF holds VAR=value settings or "-"
-            env $( [ "${T_CONF[$i]}" = - ] || echo "${T_CONF[$i]}") \
-                taskset -a -c 0 "${T_BIN[$i]}" "127.0.0.1:$ORIGIN_PORT" "127.0.0.1:$port" 2>"$out" &
+            : >"$out"
+            launch_rust "$i" "$port" "$RUNDIR/$slug" "$out"
             ;;
         gatehouse)
             mkdir -p "$RUNDIR/$slug"
@@ -332,11 +353,7 @@ for i in $(seq 0 $((NT - 1))); do
                 GH_ORIGIN="127.0.0.1:$ORIGIN_PORT" GH_RUNDIR="$RUNDIR/$slug" \
                 "${T_BIN[$i]}" -c "${T_CONF[$i]}" -t >/dev/null 2>"$out" ||
                 die "$name: config rejected (see $out)"
-            # stderr to a file (appending, so it can be truncated between runs): the
-            # full pipeline's JSON access log really gets written.
-            env GH_LISTEN="127.0.0.1:$port" GH_ADMIN="127.0.0.1:$((port + 50))" \
-                GH_ORIGIN="127.0.0.1:$ORIGIN_PORT" GH_RUNDIR="$RUNDIR/$slug" \
-                taskset -a -c 0 "${T_BIN[$i]}" -c "${T_CONF[$i]}" 2>>"$out" &
+            launch_rust "$i" "$port" "$RUNDIR/$slug" "$out"
             ;;
     esac
     pid=$!
@@ -495,21 +512,8 @@ start_pair_instance() { # i port
     local i=$1 port=$2 slug=${T_NAME[$1]//[\[\]]/_}
     local out=$RESULTS/pair-$slug.stderr.log
     : >"$out"
-    case ${T_KIND[$i]} in
-        bare)
-            # shellcheck disable=SC2046 # T_CONF holds VAR=value settings or "-"
-            env $( [ "${T_CONF[$i]}" = - ] || echo "${T_CONF[$i]}") \
-                taskset -a -c 0 "${T_BIN[$i]}" "127.0.0.1:$ORIGIN_PORT" "127.0.0.1:$port" 2>>"$out" &
-            ;;
-        gatehouse)
-            # Its own pid file and upgrade socket: the long-running instance keeps its own.
-            mkdir -p "$RUNDIR/pair-$slug"
-            env GH_LISTEN="127.0.0.1:$port" GH_ADMIN="127.0.0.1:$((port + 50))" \
-                GH_ORIGIN="127.0.0.1:$ORIGIN_PORT" GH_RUNDIR="$RUNDIR/pair-$slug" \
-                taskset -a -c 0 "${T_BIN[$i]}" -c "${T_CONF[$i]}" 2>>"$out" &
-            ;;
-        *) die "side by side: ${T_NAME[$i]} is neither bare Pingora nor Gatehouse" ;;
-    esac
+    # Its own rundir (pid file, upgrade socket): the long-running instance keeps its own.
+    launch_rust "$i" "$port" "$RUNDIR/pair-$slug" "$out"
     STARTED_PID=$!
     PIDS+=("$STARTED_PID")
     wait_http "$STARTED_PID" "$port" /small "$AUTH" ||
