@@ -19,7 +19,7 @@ pub struct Reloader {
     path: PathBuf,
     runtime: Arc<ArcSwap<Runtime>>,
     metrics: Arc<Metrics>,
-    /// Whether the proxy set up its compression module at start (see `Gateway::new`).
+    /// Whether the proxy set up its compression module at start (see `Gateway`).
     compression_module: bool,
     /// Reloads run one at a time: a second SIGHUP waits for the first to finish.
     lock: tokio::sync::Mutex<()>,
@@ -32,8 +32,12 @@ pub struct ReloadReport {
 }
 
 impl Reloader {
-    pub fn new(path: PathBuf, runtime: Arc<ArcSwap<Runtime>>, metrics: Arc<Metrics>) -> Self {
-        let compression_module = runtime.load().any_compression;
+    pub fn new(
+        path: PathBuf,
+        runtime: Arc<ArcSwap<Runtime>>,
+        metrics: Arc<Metrics>,
+        compression_module: bool,
+    ) -> Self {
         Reloader {
             path,
             runtime,

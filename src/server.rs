@@ -64,13 +64,21 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, String> {
     let admin = config.admin;
     let source = config.source.clone();
     let h2c = config.server.h2c;
-    let runtime = Arc::new(ArcSwap::from_pointee(Runtime::build(config, None)?));
+    let runtime = Runtime::build(config, None)?;
+    // Set up at start or not at all (see `Gateway`): the proxy and the reloader agree.
+    let compression_module = runtime.any_compression;
+    let runtime = Arc::new(ArcSwap::from_pointee(runtime));
     let metrics = Arc::new(Metrics::new());
-    let reloader = Arc::new(Reloader::new(source, runtime.clone(), metrics.clone()));
+    let reloader = Arc::new(Reloader::new(
+        source,
+        runtime.clone(),
+        metrics.clone(),
+        compression_module,
+    ));
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        Gateway::new(runtime.clone(), metrics.clone()),
+        Gateway::new(runtime.clone(), metrics.clone(), compression_module),
         "gatehouse proxy",
     );
     for l in &listen {
