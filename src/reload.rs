@@ -62,20 +62,20 @@ impl Reloader {
             Err(e) => return Err(self.failed(vec![format!("reload task failed: {e}")])),
         };
         let old = self.runtime.load_full();
-        let mut report = ReloadReport {
-            needs_upgrade: needs_upgrade(&old.config, &config),
+        let new = match Runtime::build(config, Some(&old)) {
+            Ok(rt) => rt,
+            Err(e) => return Err(self.failed(vec![e])),
         };
-        if !self.compression_module && config.route_extras.iter().any(|e| e.compression) {
+        let mut report = ReloadReport {
+            needs_upgrade: needs_upgrade(&old.config, &new.config),
+        };
+        if !self.compression_module && new.any_compression {
             // The proxy set up no compression module at start (no route asked for one):
             // these routes answer uncompressed until the next start or binary upgrade.
             report
                 .needs_upgrade
                 .push("routes[].compression (off for every route at start)".to_string());
         }
-        let new = match Runtime::build(config, Some(&old)) {
-            Ok(rt) => rt,
-            Err(e) => return Err(self.failed(vec![e])),
-        };
         new.prefetch_jwks().await;
         new.start_background();
         self.runtime.store(Arc::new(new));
