@@ -33,7 +33,7 @@ use crate::cache::{BodyCollector, FillGuard, RouteCache};
 use crate::config::Balance;
 use crate::error::GatewayError;
 use crate::headers::{
-    self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP, X_REQUEST_ID,
+    self, HopByHop, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP, X_REQUEST_ID,
 };
 use crate::metrics::{Metrics, Outcome};
 use crate::ratelimit::RateHeaders;
@@ -50,6 +50,7 @@ use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::protocols::http::compression::Algorithm;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpUpstreamRequestPolicy;
 use pingora::ErrorSource;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -117,6 +118,9 @@ pub struct Ctx {
     retrying_status: bool,
     /// A WebSocket upgrade on a route that allows it.
     websocket: bool,
+    /// Pingora's upstream request policy is skipped for this request, and all it would
+    /// have done is remove `Connection`: `upstream_request_filter` does that.
+    drop_connection: bool,
     cache: Option<Arc<RouteCache>>,
     /// This request fills the cache entry others may be waiting for.
     cache_fill: Option<Box<FillGuard>>,
@@ -168,6 +172,7 @@ impl ProxyHttp for Gateway {
             rate: None,
             retrying_status: false,
             websocket: false,
+            drop_connection: false,
             cache: None,
             cache_fill: None,
             cache_collector: None,
@@ -267,6 +272,20 @@ impl ProxyHttp for Gateway {
         ctx.ticket = Some(ticket);
         ctx.upstream_guard = Some(svc.upstreams[i].state.inflight.begin());
         let mut peer = svc.peer(i);
+        // Pingora's standard upstream request policy costs ~3,300 instructions a request
+        // even when there is nothing to strip; where it would change nothing, or only
+        // remove `Connection`, the peer says "preserve" and upstream_request_filter
+        // removes `Connection` itself. Anything else gets Pingora's policy, unchanged.
+        match headers::hop_by_hop(&session.req_header().headers) {
+            HopByHop::Absent => {
+                peer.options.http_upstream_request_policy = HttpUpstreamRequestPolicy::preserve()
+            }
+            HopByHop::PersistenceOnly => {
+                peer.options.http_upstream_request_policy = HttpUpstreamRequestPolicy::preserve();
+                ctx.drop_connection = true;
+            }
+            HopByHop::Other => ctx.drop_connection = false,
+        }
         if ctx.websocket {
             // A WebSocket may stay quiet far longer than an HTTP read: its inactivity
             // limit is the service's `idle` timeout, both ways.
@@ -641,6 +660,9 @@ fn add_forwarded_headers(
         }
     }
     h.insert(X_REQUEST_ID, ctx.request_id.clone());
+    if ctx.drop_connection {
+        h.remove(header::CONNECTION);
+    }
     if let Some((claims, names)) = claim_headers {
         for (claim, name) in names {
             // A claim that is not a valid header value is not forwarded.

@@ -85,8 +85,6 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<Response> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(15)))?;
     let mut req = format!("{method} {target} HTTP/1.1\r\nconnection: close\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         req.push_str("host: gateway.test\r\n");
@@ -102,11 +100,20 @@ pub fn request(
         req.push_str(&format!("content-length: {}\r\n", body.len()));
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes())?;
-    s.write_all(body)?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    parse_response(&raw, method == "HEAD")
+    let mut raw = req.into_bytes();
+    raw.extend_from_slice(body);
+    exchange(addr, &raw, method == "HEAD")
+}
+
+/// Send `raw` bytes on a fresh connection and read until the gateway closes it (the
+/// request must say so: `Connection: close`, or HTTP/1.0 without keep-alive).
+pub fn exchange(addr: SocketAddr, raw: &[u8], head: bool) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(15)))?;
+    s.write_all(raw)?;
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer)?;
+    parse_response(&answer, head)
 }
 
 pub fn get(addr: SocketAddr, target: &str) -> Response {

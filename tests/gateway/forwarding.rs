@@ -98,3 +98,51 @@ fn hop_by_hop_headers_are_not_forwarded() {
         assert!(h.get(hop).is_none(), "{hop} must not be forwarded: {h}");
     }
 }
+
+/// Requests with no hop-by-hop field, or only `Connection: keep-alive/close`, skip
+/// Pingora's upstream request policy (the gateway removes `Connection` itself); every
+/// other shape still goes through it. Either way the upstream sees the same thing.
+#[test]
+fn connection_fields_are_not_forwarded_on_either_path() {
+    let up = upstreams(1);
+    let gw = Gateway::start(&one_route(&up[0]));
+    let send = |raw: &str| {
+        let r = exchange(gw.addr, raw.as_bytes(), false).unwrap();
+        assert_eq!(r.status, 200, "{raw:?}");
+        r.json()["headers"].clone()
+    };
+
+    // No hop-by-hop field at all (HTTP/1.0 closes without asking).
+    let h = send("GET / HTTP/1.0\r\nhost: gateway.test\r\nx-end-to-end: kept\r\n\r\n");
+    assert_eq!(h["x-end-to-end"], "kept", "{h}");
+    assert!(h.get("connection").is_none(), "{h}");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1", "{h}");
+
+    // Only Connection, nominating nothing but keep-alive/close, in any case and split.
+    let h = send(
+        "GET / HTTP/1.1\r\nhost: gateway.test\r\nConnection: Keep-Alive, CLOSE\r\n\
+         x-end-to-end: kept\r\nconnection: , keep-alive\r\n\r\n",
+    );
+    assert_eq!(h["x-end-to-end"], "kept", "{h}");
+    assert!(h.get("connection").is_none(), "{h}");
+
+    // A field named by Connection, and a field named `close` that `Connection: close`
+    // nominates: Pingora's policy removes both.
+    let h = send(
+        "GET / HTTP/1.1\r\nhost: gateway.test\r\nconnection: close, x-secret-hop\r\n\
+         x-secret-hop: 1\r\nclose: 1\r\nx-end-to-end: kept\r\n\r\n",
+    );
+    assert_eq!(h["x-end-to-end"], "kept", "{h}");
+    for gone in ["connection", "x-secret-hop", "close"] {
+        assert!(h.get(gone).is_none(), "{gone} must not be forwarded: {h}");
+    }
+
+    // A protected field nominated: Pingora's policy refuses the request.
+    let r = exchange(
+        gw.addr,
+        b"GET / HTTP/1.1\r\nhost: gateway.test\r\nconnection: close, x-forwarded-for\r\n\r\n",
+        false,
+    )
+    .unwrap();
+    assert_eq!(r.status, 400);
+}
