@@ -228,8 +228,8 @@ pub enum HopByHop {
 
 /// Classify a request for [`HopByHop`]. Pingora runs its policy on a copy of every
 /// request, removing ten names from both of its header maps whether or not they are
-/// there (~3,300 instructions per request, callgrind); a look at the names present
-/// costs a few dozen.
+/// there (~3,300 instructions per request, callgrind); this look at the names present
+/// costs ~150.
 pub fn hop_by_hop(headers: &http::HeaderMap) -> HopByHop {
     let mut connection = false;
     for name in headers.keys() {

@@ -7,10 +7,11 @@
 //!                         CORS preflight (204/403), WebSocket policy (403), claim headers
 //!                         stripped, JWT + require_claims (401/403/503), rate limits (429),
 //!                         body limit (413), response cache (HIT served here)
-//! upstream_peer           service → selector (healthy, breaker admits, untried) → HttpPeer
+//! upstream_peer           service → selector (healthy, breaker admits, untried) → HttpPeer;
+//!                         Pingora's hop-by-hop policy skipped where it has nothing to do
 //! fail_to_connect         attempt outcome (metric + breaker); retry elsewhere (any method)
 //! upstream_request_filter strip_prefix, X-Forwarded-*, X-Real-IP, X-Request-Id, claims,
-//!                         request header rules
+//!                         Connection (when the policy was skipped), request header rules
 //! upstream_response_filter attempt outcome (5xx but 501 = failure); retry idempotent 5xx;
 //!                         cache: may this response be stored?
 //! upstream_response_body_filter  cache: collect, store at the end
