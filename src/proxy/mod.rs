@@ -277,16 +277,11 @@ impl ProxyHttp for Gateway {
         // even when there is nothing to strip; where it would change nothing, or only
         // remove `Connection`, the peer says "preserve" and upstream_request_filter
         // removes `Connection` itself. Anything else gets Pingora's policy, unchanged.
-        match headers::hop_by_hop(&session.req_header().headers) {
-            HopByHop::Absent => {
-                peer.options.http_upstream_request_policy = HttpUpstreamRequestPolicy::preserve()
-            }
-            HopByHop::PersistenceOnly => {
-                peer.options.http_upstream_request_policy = HttpUpstreamRequestPolicy::preserve();
-                ctx.drop_connection = true;
-            }
-            HopByHop::Other => ctx.drop_connection = false,
+        let hop = headers::hop_by_hop(&session.req_header().headers);
+        if hop != HopByHop::Other {
+            peer.options.http_upstream_request_policy = HttpUpstreamRequestPolicy::preserve();
         }
+        ctx.drop_connection = hop == HopByHop::PersistenceOnly;
         if ctx.websocket {
             // A WebSocket may stay quiet far longer than an HTTP read: its inactivity
             // limit is the service's `idle` timeout, both ways.
