@@ -15,4 +15,5 @@ mod ratelimit;
 mod redis_store;
 mod resilience;
 mod routing;
+mod timers;
 mod traffic;

@@ -33,6 +33,7 @@
 //! 10.716192ms total, 107ns avg per iteration
 //!
 
+pub mod coarse;
 pub mod fast_timeout;
 pub mod timer;
 
@@ -136,9 +137,9 @@ where
             return Poll::Ready(Ok(v));
         }
 
-        let delay = me
-            .delay
-            .get_or_insert_with(|| Box::pin(me.callback.timeout()));
+        // Gatehouse patch: `timeout()` already returns a pinned box; boxing it again
+        // cost an allocation per armed timeout.
+        let delay = me.delay.get_or_insert_with(|| me.callback.timeout());
 
         match delay.as_mut().poll(cx) {
             Poll::Pending => Poll::Pending,
