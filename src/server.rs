@@ -49,14 +49,6 @@ pub fn server_conf(config: &Config, opts: RunOptions) -> ServerConf {
     }
 }
 
-/// Timeouts this long or longer (every default but `connect`: read and write 30 s, idle
-/// 60 s) go on the per-thread coarse timers of the patched `pingora-timeout`
-/// (vendor/pingora-timeout/PATCHES.md) where the worker runtime is single-threaded (the
-/// default with one thread): no lock and no allocation beyond the timeout's own box to
-/// arm and cancel the upstream read and pooled-idle timeouts every request has. They fire
-/// no earlier than set and at most ~0.1 s later. Shorter timeouts stay on Tokio's wheel.
-pub const COARSE_TIMEOUT_THRESHOLD: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// Build the server for a validated config. Does not start it.
 pub fn build(config: Config, opts: RunOptions) -> Result<Server, String> {
     let conf = server_conf(&config, opts);
@@ -67,7 +59,6 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, String> {
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
-    pingora_timeout::fast_timeout::set_coarse_timeout_threshold(Some(COARSE_TIMEOUT_THRESHOLD));
 
     let listen = config.listen.clone();
     let admin = config.admin;

@@ -15,5 +15,4 @@ mod ratelimit;
 mod redis_store;
 mod resilience;
 mod routing;
-mod timers;
 mod traffic;
