@@ -2,8 +2,7 @@
 //! scan of prefixes (the baseline most tutorials ship).
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use gatehouse::config::RouteConfig;
-use gatehouse::routing::{Match, RouteTable};
+use gatehouse::routing::{Match, RouteConfig, RouteMatch, RouteTable};
 use http::Method;
 use std::hint::black_box;
 
@@ -19,10 +18,7 @@ fn routes(n: usize) -> Vec<RouteConfig> {
                 vec![]
             },
             service: "s".into(),
-            strip_prefix: false,
-            auth: None,
-            require_claims: vec![],
-            rate_limit: vec![],
+            ..RouteConfig::default()
         })
         .collect()
 }
@@ -41,7 +37,7 @@ fn naive<'a>(rs: &'a [RouteConfig], host: &str, path: &str, m: &Method) -> Optio
 
 fn bench(c: &mut Criterion) {
     let rs = routes(1000);
-    let table = RouteTable::build(&rs, &|_| 0);
+    let table = RouteTable::build(rs.iter().map(RouteMatch::new).collect());
     let last = "/api/v0/svc999/items/42";
     let first = "/api/v1/svc1/items/42";
     let miss = "/nothing/here/at/all";

@@ -14,7 +14,6 @@
 //! Never logged: the query string (tokens travel there), request headers (Authorization,
 //! cookies), bodies. The path is logged without its query.
 
-use crate::config::AccessLogFormat;
 use crate::error::push_json_str;
 use pingora::proxy::Session;
 use std::cell::RefCell;
@@ -31,6 +30,27 @@ pub const TARGET: &str = "gatehouse::access";
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// A buffer this full is written at once.
 pub const FLUSH_BYTES: usize = 32 * 1024;
+
+/// `server.access_log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    Json,
+    Text,
+    Off,
+}
+
+impl AccessLogFormat {
+    pub const NAMES: &'static str = "json, text, off";
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "json" => Some(AccessLogFormat::Json),
+            "text" => Some(AccessLogFormat::Text),
+            "off" => Some(AccessLogFormat::Off),
+            _ => None,
+        }
+    }
+}
 
 pub struct Entry<'a> {
     pub session: &'a Session,

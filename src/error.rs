@@ -1,5 +1,6 @@
-//! Every answer the gateway gives on its own behalf, and the one mapping from error to
-//! HTTP status, JSON body and extra headers (SPEC "What a client sees").
+//! Every answer the gateway gives on its own behalf, the one mapping from error to HTTP
+//! status, JSON body and extra headers (SPEC "What a client sees"), and the
+//! classification of Pingora's errors into those answers.
 //!
 //! The mapping is an exhaustive `match`: a new variant cannot silently become a 500.
 
@@ -8,6 +9,8 @@ use crate::headers::RATE_HEADER_NAMES;
 use crate::ratelimit::RateHeaders;
 use bytes::Bytes;
 use http::HeaderValue;
+use pingora::prelude::*;
+use pingora::ErrorSource;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GatewayError {
@@ -121,6 +124,36 @@ impl GatewayError {
             | GatewayError::UpstreamTimeout
             | GatewayError::Internal => vec![],
         }
+    }
+}
+
+/// The client is gone (its connection failed or closed): there is nobody to answer.
+pub fn client_gone(e: &Error) -> bool {
+    matches!(e.esource(), ErrorSource::Downstream)
+        && matches!(e.etype(), WriteError | ReadError | ConnectionClosed)
+}
+
+/// Map a Pingora error to the answer (used when no phase set one).
+pub fn classify(e: &Error) -> GatewayError {
+    match e.etype() {
+        HTTPStatus(413) => GatewayError::BodyTooLarge,
+        HTTPStatus(503) => GatewayError::NoHealthyUpstream { retry_after: 1 },
+        HTTPStatus(502) => GatewayError::UpstreamFailed,
+        HTTPStatus(504) => GatewayError::UpstreamTimeout,
+        HTTPStatus(c) if (400..500).contains(c) => GatewayError::BadRequest,
+        HTTPStatus(_) => GatewayError::Internal,
+        ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
+            if matches!(e.esource(), ErrorSource::Downstream) {
+                GatewayError::BadRequest
+            } else {
+                GatewayError::UpstreamTimeout
+            }
+        }
+        _ => match e.esource() {
+            ErrorSource::Upstream => GatewayError::UpstreamFailed,
+            ErrorSource::Downstream => GatewayError::BadRequest,
+            ErrorSource::Internal | ErrorSource::Unset => GatewayError::Internal,
+        },
     }
 }
 

@@ -39,6 +39,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod headers;
+pub mod http_client;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;

@@ -1,17 +1,23 @@
 //! The runtime snapshot: everything a request needs, built once per config load and
-//! swapped whole behind an `ArcSwap`. A request loads the snapshot once in
-//! `request_filter` and keeps that `Arc` to the end, so a reload never changes the
-//! rules under a request in flight.
+//! swapped whole behind an `ArcSwap`. A request loads the snapshot once and keeps that
+//! `Arc` to the end, so a reload never changes the rules under a request in flight.
+//!
+//! [`Runtime::build`] is the one place that turns a validated [`Config`] into live
+//! objects, reusing what a reload leaves unchanged: services (or, when a service changed,
+//! the state of its upstreams that remain), health probes, JWKS verifiers with their
+//! fetched keys, the rate-limit store and its buckets, and route caches with their
+//! entries.
 
-use crate::auth::Verifier;
+use crate::access_log::AccessLogFormat;
+use crate::auth::{JwtConfig, Verifier};
 use crate::cache::RouteCache;
-use crate::config::{AccessLogFormat, Config};
-use crate::ratelimit::{self, Policy, Store};
-use crate::routing::RouteTable;
+use crate::config::Config;
+use crate::ratelimit::Store;
+use crate::routing::{Route, RouteAuth, RouteConfig, RouteMatch, RouteTable};
 use crate::upstream::ServiceRuntime;
 use http::HeaderName;
 use ipnet::IpNet;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -21,14 +27,17 @@ use tokio::sync::watch;
 /// snapshot using it is dropped.
 pub struct VerifierHandle {
     pub verifier: Arc<Verifier>,
+    /// The settings it was built from (a reload compares them).
+    config: JwtConfig,
     stop: watch::Sender<bool>,
     started: AtomicBool,
 }
 
 impl VerifierHandle {
-    fn new(verifier: Arc<Verifier>) -> Self {
+    fn new(config: &JwtConfig) -> Self {
         VerifierHandle {
-            verifier,
+            verifier: Arc::new(Verifier::new(config)),
+            config: config.clone(),
             stop: watch::channel(false).0,
             started: AtomicBool::new(false),
         }
@@ -41,43 +50,30 @@ impl Drop for VerifierHandle {
     }
 }
 
-/// What an auth route checks.
-pub struct RouteAuth {
-    pub verifier: Arc<Verifier>,
-    pub require_claims: Vec<(String, Vec<String>)>,
-}
-
 pub struct Runtime {
+    /// The config this snapshot was built from (reloads compare against it; the admin
+    /// status reads it). The request path reads the compiled routes instead.
     pub config: Arc<Config>,
-    pub routes: RouteTable,
-    /// Same order as `config.services` (by name).
+    /// The compiled routes, in file order, behind the route trie.
+    pub routes: RouteTable<Route>,
+    /// Every service, by name.
     pub services: Vec<Arc<ServiceRuntime>>,
-    /// By route index; `None` for public routes.
-    pub route_auth: Vec<Option<RouteAuth>>,
     /// Every header any verifier fills from claims: stripped from every request.
     pub claim_headers: Vec<HeaderName>,
-    /// By route index: the policies that must all allow.
-    pub route_limits: Vec<Vec<Arc<Policy>>>,
-    /// By route index: the response cache (kept across reloads by route name while
-    /// its settings are unchanged).
-    pub caches: Vec<Option<Arc<RouteCache>>>,
     /// Whether any route compresses (compression must be armed before routing).
     pub any_compression: bool,
     /// Long-lived across reloads unless the store settings change.
     pub rate_store: Arc<Store>,
-    pub verifiers: HashMap<String, Arc<VerifierHandle>>,
+    pub verifiers: BTreeMap<String, Arc<VerifierHandle>>,
     pub trusted_proxies: Vec<IpNet>,
     pub max_request_body: Option<u64>,
     pub access_log: AccessLogFormat,
-    /// By route index: metric children resolved on first use.
-    pub route_metrics: Box<[crate::metrics::RouteMetrics]>,
 }
 
 impl Runtime {
     /// Build from a validated config. With `previous` (a reload), a service whose config
     /// is unchanged is reused as is; a changed one is rebuilt keeping the state of the
-    /// upstreams that remain. JWKS verifiers whose settings are unchanged are reused
-    /// with their fetched keys. Fails only on conditions validation cannot see.
+    /// upstreams that remain. Fails only on conditions validation cannot see.
     pub fn build(config: Config, previous: Option<&Runtime>) -> Result<Runtime, String> {
         let mut services = Vec::with_capacity(config.services.len());
         for svc in config.services.values() {
@@ -88,69 +84,29 @@ impl Runtime {
             };
             services.push(rebuilt);
         }
-        let names: Vec<&str> = config.services.keys().map(String::as_str).collect();
-        let routes = RouteTable::build(&config.routes, &|name| {
-            // Validation guarantees every route's service exists.
-            names.iter().position(|n| *n == name).unwrap_or(0)
-        });
 
-        let mut verifiers = HashMap::new();
-        for (name, built) in &config.verifiers {
-            let raw = config.jwt_raw.get(name);
-            let reuse = previous.and_then(|p| {
-                let unchanged =
-                    raw.is_some_and(|r| r.jwks_url.is_some()) && p.config.jwt_raw.get(name) == raw;
-                unchanged.then(|| p.verifiers.get(name).cloned()).flatten()
-            });
-            let handle = reuse.unwrap_or_else(|| Arc::new(VerifierHandle::new(built.clone())));
+        let mut verifiers = BTreeMap::new();
+        for (name, jwt) in &config.jwt {
+            let reuse = previous
+                .and_then(|p| p.verifiers.get(name))
+                .filter(|h| h.config.same_jwks_verifier(jwt))
+                .cloned();
+            let handle = reuse.unwrap_or_else(|| Arc::new(VerifierHandle::new(jwt)));
             verifiers.insert(name.clone(), handle);
         }
-        let route_auth = config
-            .routes
-            .iter()
-            .map(|r| {
-                let name = r.auth.as_ref()?;
-                Some(RouteAuth {
-                    verifier: verifiers.get(name)?.verifier.clone(),
-                    require_claims: r.require_claims.clone(),
-                })
-            })
-            .collect();
-        let route_limits = config
-            .routes
-            .iter()
-            .map(|r| {
-                r.rate_limit
-                    .iter()
-                    .filter_map(|name| config.policies.get(name).cloned())
-                    .collect()
-            })
-            .collect();
+
         let rate_store = match previous {
-            Some(p)
-                if !ratelimit::store_changed(
-                    &p.config.rate_limits_raw,
-                    &config.rate_limits_raw,
-                ) =>
-            {
+            Some(p) if p.config.rate_limits.store == config.rate_limits.store => {
                 p.rate_store.clone()
             }
-            _ => config.rate_store.clone(),
+            _ => Arc::new(Store::new(&config.rate_limits.store)?),
         };
-        let caches = config
-            .routes
-            .iter()
-            .zip(&config.route_extras)
-            .map(|(r, extra)| {
-                let policy = extra.cache?;
-                let kept = previous.and_then(|p| {
-                    let i = p.config.routes.iter().position(|o| o.name == r.name)?;
-                    p.caches.get(i)?.clone().filter(|c| *c.policy() == policy)
-                });
-                Some(kept.unwrap_or_else(|| Arc::new(RouteCache::new(policy))))
-            })
-            .collect();
-        let any_compression = config.route_extras.iter().any(|e| e.compression);
+
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for rc in &config.routes {
+            routes.push(build_route(rc, &config, &services, &verifiers, previous)?);
+        }
+
         let mut claim_headers: Vec<HeaderName> = Vec::new();
         for h in verifiers.values() {
             for (_, header) in h.verifier.claims_to_headers() {
@@ -160,20 +116,14 @@ impl Runtime {
             }
         }
         Ok(Runtime {
+            any_compression: config.routes.iter().any(|r| r.policy.compression),
             trusted_proxies: config.server.trusted_proxies.clone(),
             max_request_body: config.server.max_request_body,
             access_log: config.server.access_log,
-            route_metrics: std::iter::repeat_with(Default::default)
-                .take(config.routes.len())
-                .collect(),
             config: Arc::new(config),
-            routes,
+            routes: RouteTable::build(routes),
             services,
-            route_auth,
             claim_headers,
-            route_limits,
-            caches,
-            any_compression,
             rate_store,
             verifiers,
         })
@@ -181,6 +131,11 @@ impl Runtime {
 
     pub fn service(&self, name: &str) -> Option<&Arc<ServiceRuntime>> {
         self.services.iter().find(|s| &*s.name == name)
+    }
+
+    /// The route called `name`.
+    pub fn route(&self, name: &str) -> Option<&Route> {
+        self.routes.routes().iter().find(|r| &*r.name == name)
     }
 
     /// Fetch the key sets of JWKS verifiers that are new in this snapshot, so a reload
@@ -211,4 +166,61 @@ impl Runtime {
             }
         }
     }
+}
+
+/// One route with every reference resolved. Validation guarantees the names exist; a
+/// missing one is still an error here, never a silent default.
+fn build_route(
+    rc: &RouteConfig,
+    config: &Config,
+    services: &[Arc<ServiceRuntime>],
+    verifiers: &BTreeMap<String, Arc<VerifierHandle>>,
+    previous: Option<&Runtime>,
+) -> Result<Route, String> {
+    let missing = |what: &str, name: &str| format!("route {}: no {what} {name:?}", rc.name);
+    let service = services
+        .iter()
+        .find(|s| *s.name == *rc.service)
+        .cloned()
+        .ok_or_else(|| missing("service", &rc.service))?;
+    let auth = match &rc.auth {
+        None => None,
+        Some(name) => Some(RouteAuth {
+            verifier: verifiers
+                .get(name)
+                .ok_or_else(|| missing("jwt verifier", name))?
+                .verifier
+                .clone(),
+            require_claims: rc.require_claims.clone(),
+        }),
+    };
+    let limits = rc
+        .rate_limit
+        .iter()
+        .map(|name| {
+            config
+                .rate_limits
+                .policies
+                .get(name)
+                .cloned()
+                .ok_or_else(|| missing("rate-limit policy", name))
+        })
+        .collect::<Result<_, _>>()?;
+    let cache = rc.cache.map(|policy| {
+        previous
+            .and_then(|p| p.route(&rc.name)?.cache.clone())
+            .filter(|c| *c.policy() == policy)
+            .unwrap_or_else(|| Arc::new(RouteCache::new(policy)))
+    });
+    Ok(Route {
+        name: rc.name.as_str().into(),
+        matcher: RouteMatch::new(rc),
+        strip_prefix: rc.strip_prefix,
+        service,
+        auth,
+        limits,
+        cache,
+        policy: rc.policy.clone(),
+        metrics: Default::default(),
+    })
 }

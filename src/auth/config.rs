@@ -1,17 +1,18 @@
 //! The `jwt:` config section: one named verifier per entry, validated all at once so an
-//! operator sees every mistake in one run, each with its YAML path.
+//! operator sees every mistake in one run, each with its YAML path. Key files are read
+//! here (so `-t` checks them); the [`Verifier`](super::Verifier) is built from the
+//! validated [`JwtConfig`] by the runtime.
 
+use crate::config::de::{de, valid_name};
+use crate::config::error::ConfigError;
 use crate::config::units::Dur;
-use crate::config::ConfigError;
-
-use super::fetch::Url;
-use super::jwks::Jwks;
-use super::verifier::{Keys, Settings, Verifier};
+use crate::http_client;
 use http::HeaderName;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use reqwest::Url;
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use serde_yaml::Value;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Default clock-skew allowance for `exp`/`nbf`. 30 s absorbs ordinary NTP drift between
@@ -132,16 +133,124 @@ impl std::fmt::Debug for RawJwt {
     }
 }
 
+/// Where a verifier gets its keys. A static key is decoded for exactly one algorithm
+/// family here (`from_secret` for HS*, `from_*_pem` otherwise), so a public key can
+/// never end up being used as an HMAC secret.
+#[derive(Clone)]
+pub enum KeySource {
+    Static(DecodingKey),
+    /// Fetched from `url` and refreshed every `refresh`.
+    Jwks {
+        url: Url,
+        refresh: Duration,
+    },
+}
+
+/// One validated `jwt:` verifier.
+#[derive(Clone)]
+pub struct JwtConfig {
+    pub name: String,
+    pub algorithms: Vec<Algorithm>,
+    pub keys: KeySource,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub leeway: Duration,
+    /// Claim → request header, sorted by claim.
+    pub claims_to_headers: Vec<(String, HeaderName)>,
+    pub cache_size: usize,
+}
+
+/// Redacted: what the verifier accepts, never its keys.
+impl std::fmt::Debug for JwtConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtConfig")
+            .field("name", &self.name)
+            .field("algorithms", &self.algorithms)
+            .field("jwks", &matches!(self.keys, KeySource::Jwks { .. }))
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwtConfig {
+    /// Whether a running verifier built from `self` can serve for `other` too: both fetch
+    /// the same JWKS with the same checks, so the fetched keys stay valid. Static keys
+    /// are cheap to rebuild and never reused.
+    pub fn same_jwks_verifier(&self, other: &JwtConfig) -> bool {
+        match (&self.keys, &other.keys) {
+            (
+                KeySource::Jwks { url, refresh },
+                KeySource::Jwks {
+                    url: url2,
+                    refresh: refresh2,
+                },
+            ) => {
+                url == url2
+                    && refresh == refresh2
+                    && self.name == other.name
+                    && self.algorithms == other.algorithms
+                    && self.issuer == other.issuer
+                    && self.audience == other.audience
+                    && self.leeway == other.leeway
+                    && self.claims_to_headers == other.claims_to_headers
+                    && self.cache_size == other.cache_size
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The `jwt:` section of the file: every valid verifier by name, and the names of all
+/// declared ones (valid or not, so a route naming a broken verifier is reported once).
+pub fn validate(
+    v: Option<Value>,
+    errors: &mut Vec<ConfigError>,
+) -> (BTreeMap<String, JwtConfig>, Vec<String>) {
+    let mut raw = BTreeMap::new();
+    let mut declared = Vec::new();
+    match v {
+        None | Some(Value::Null) => {}
+        Some(Value::Mapping(m)) => {
+            for (k, v) in m {
+                let Some(name) = k.as_str().map(str::to_string) else {
+                    errors.push(ConfigError::new("jwt", "verifier names must be strings"));
+                    continue;
+                };
+                declared.push(name.clone());
+                if !valid_name(&name) {
+                    errors.push(ConfigError::new(
+                        format!("jwt.{name}"),
+                        "verifier names use letters, digits, '-', '_' and '.'",
+                    ));
+                }
+                if let Some(r) = de::<RawJwt>(v, &format!("jwt.{name}"), errors) {
+                    raw.insert(name, r);
+                }
+            }
+        }
+        Some(_) => errors.push(ConfigError::new(
+            "jwt",
+            "expected a map of verifier name -> { algorithms, secret | public_key_file | jwks_url, ... }",
+        )),
+    }
+    let configs = validate_raw(&raw).unwrap_or_else(|e| {
+        errors.extend(e);
+        BTreeMap::new()
+    });
+    (configs, declared)
+}
+
 /// Validate every verifier and load its keys (PEM files are read here; JWKS are fetched
-/// later by [`Verifier::run_jwks_refresher`]). All errors are collected.
-pub fn build_verifiers(
+/// later by the verifier's refresher). All errors are collected.
+pub fn validate_raw(
     raw: &BTreeMap<String, RawJwt>,
-) -> Result<HashMap<String, Arc<Verifier>>, Vec<ConfigError>> {
+) -> Result<BTreeMap<String, JwtConfig>, Vec<ConfigError>> {
     let mut errors = Vec::new();
-    let mut out = HashMap::new();
+    let mut out = BTreeMap::new();
     for (name, entry) in raw {
         if let Some(v) = build_one(name, entry, &mut errors) {
-            out.insert(name.clone(), Arc::new(v));
+            out.insert(name.clone(), v);
         }
     }
     if errors.is_empty() {
@@ -151,7 +260,7 @@ pub fn build_verifiers(
     }
 }
 
-fn build_one(name: &str, raw: &RawJwt, errors: &mut Vec<ConfigError>) -> Option<Verifier> {
+fn build_one(name: &str, raw: &RawJwt, errors: &mut Vec<ConfigError>) -> Option<JwtConfig> {
     let base = format!("jwt.{name}");
     let before = errors.len();
     let mut err = |path: String, msg: String| errors.push(ConfigError::new(path, msg));
@@ -241,7 +350,9 @@ fn build_one(name: &str, raw: &RawJwt, errors: &mut Vec<ConfigError>) -> Option<
                     "jwt.{name}.secret is shorter than 32 bytes; HMAC secrets that short can be brute-forced"
                 );
             }
-            keys = Some(Keys::Static(DecodingKey::from_secret(secret.as_bytes())));
+            keys = Some(KeySource::Static(DecodingKey::from_secret(
+                secret.as_bytes(),
+            )));
         }
     }
     if let Some(file) = &raw.public_key_file {
@@ -256,7 +367,7 @@ fn build_one(name: &str, raw: &RawJwt, errors: &mut Vec<ConfigError>) -> Option<
             );
         } else if !public.is_empty() {
             match load_public_key(file, &public) {
-                Ok(key) => keys = Some(Keys::Static(key)),
+                Ok(key) => keys = Some(KeySource::Static(key)),
                 Err(msg) => err(path, msg),
             }
         }
@@ -273,15 +384,8 @@ fn build_one(name: &str, raw: &RawJwt, errors: &mut Vec<ConfigError>) -> Option<
                 ),
             );
         } else {
-            match Url::parse(url) {
-                Ok(u) => {
-                    keys = Some(Keys::Jwks(Jwks::new(
-                        name.to_string(),
-                        u,
-                        refresh,
-                        public.clone(),
-                    )))
-                }
+            match http_client::parse_url(url) {
+                Ok(url) => keys = Some(KeySource::Jwks { url, refresh }),
                 Err(msg) => err(path, msg),
             }
         }
@@ -334,7 +438,7 @@ fn build_one(name: &str, raw: &RawJwt, errors: &mut Vec<ConfigError>) -> Option<
     if errors.len() != before {
         return None;
     }
-    Some(Verifier::new(Settings {
+    Some(JwtConfig {
         name: name.to_string(),
         algorithms,
         keys: keys?,
@@ -343,7 +447,7 @@ fn build_one(name: &str, raw: &RawJwt, errors: &mut Vec<ConfigError>) -> Option<
         leeway: raw.leeway.map_or(DEFAULT_LEEWAY, |d| d.0),
         claims_to_headers,
         cache_size: raw.cache_size.unwrap_or(DEFAULT_CACHE_SIZE),
-    }))
+    })
 }
 
 fn names(algs: &[Algorithm]) -> String {
@@ -429,6 +533,7 @@ fn load_public_key(file: &str, algs: &[Algorithm]) -> Result<DecodingKey, String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::build_verifiers;
 
     fn parse(yaml: &str) -> BTreeMap<String, RawJwt> {
         serde_yaml::from_str(yaml).expect("test YAML parses")

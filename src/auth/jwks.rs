@@ -8,12 +8,13 @@
 //! fetches twice within `min_gap`: bad tokens can never turn into outbound requests.
 
 use super::cache::TokenCache;
-use super::fetch::{self, Url};
+use crate::http_client;
 use arc_swap::{ArcSwapOption, Guard};
 use jsonwebtoken::jwk::{
     AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, KeyOperations, PublicKeyUse,
 };
 use jsonwebtoken::{Algorithm, DecodingKey};
+use reqwest::Url;
 use serde::Deserialize;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -265,7 +266,7 @@ impl Jwks {
             log::warn!(
                 "jwt verifier {}: no JWKS key set from {} yet ({why}); answering 503",
                 self.name,
-                self.url.redacted()
+                http_client::redacted(&self.url)
             );
         }
         self.request_refresh(now);
@@ -273,7 +274,9 @@ impl Jwks {
 
     /// Fetch and install the key set; on failure keep the old one.
     pub(crate) async fn refresh(&self, cache: &TokenCache) -> Result<(), String> {
-        let result = match fetch::get(&self.url, FETCH_TIMEOUT, MAX_BODY).await {
+        const ACCEPT: &str = "application/jwk-set+json, application/json";
+        let fetched = http_client::get_body(&self.url, ACCEPT, FETCH_TIMEOUT, MAX_BODY).await;
+        let result = match fetched {
             Ok(body) => KeySet::parse(&body, &self.algorithms),
             Err(e) => Err(e),
         };
@@ -294,7 +297,7 @@ impl Jwks {
                     log::info!(
                         "jwt verifier {}: loaded {n} JWKS key(s) from {}",
                         self.name,
-                        self.url.redacted()
+                        http_client::redacted(&self.url)
                     );
                 }
                 last_error(None);
@@ -305,13 +308,13 @@ impl Jwks {
                     Some(set) => log::warn!(
                         "jwt verifier {}: JWKS refresh from {} failed: {e}; keeping the previous {} key(s)",
                         self.name,
-                        self.url.redacted(),
+                        http_client::redacted(&self.url),
                         set.len()
                     ),
                     None => log::warn!(
                         "jwt verifier {}: JWKS fetch from {} failed: {e}; no keys yet, tokens get 503",
                         self.name,
-                        self.url.redacted()
+                        http_client::redacted(&self.url)
                     ),
                 }
                 last_error(Some(e.clone()));

@@ -1,38 +1,29 @@
-//! JWT authentication for routes: config (`jwt:` section), token verification with a
-//! verified-token cache, JWKS fetching/refreshing, and the small helpers the proxy needs
-//! (`Authorization: Bearer` parsing, error reasons/status codes, minting test tokens).
+//! JWT authentication for routes: the `jwt:` section ([`config`]), token verification
+//! with a verified-token cache ([`verifier`]), JWKS fetching and refreshing (`jwks`), and
+//! the helpers the proxy needs (`Authorization: Bearer` parsing, reason classes and
+//! statuses, minting test tokens).
 //!
-//! Layout:
-//! - [`config`]: `RawJwt` (YAML) and [`build_verifiers`], which validates and loads keys.
-//! - [`verifier`]: [`Verifier::verify`], synchronous and I/O-free so it can run inline in
-//!   the request filter.
-//! - `cache`: the sharded verified-token cache.
-//! - `jwks` / `fetch`: the JWKS key set, its background refresher and a minimal HTTP client.
-//!
-//! Nothing in this module ever formats a token, a secret or key material into an error,
-//! a log line or a `Debug` output: tokens are bearer credentials.
-//!
-//! Wiring (for the proxy):
-//! - For every verifier with `needs_jwks()`, spawn
-//!   `verifier.clone().run_jwks_refresher(shutdown_rx)` on a long-lived tokio runtime;
-//!   without it every token of that verifier gets `KeysUnavailable` (503).
-//! - Per request: `bearer_token(header_or_empty)` then `verify(token, unix_now_secs)`;
-//!   answer `err.status()` with `{"error": err.reason()}`.
+//! [`Verifier::verify`] is synchronous and I/O-free, so it runs inline in the request
+//! filter; a JWKS verifier's keys come from a background refresher that the runtime
+//! starts. Nothing in this module ever formats a token, a secret or key material into
+//! an error, a log line or a `Debug` output: tokens are bearer credentials.
 
 mod cache;
 pub mod config;
-mod fetch;
 mod jwks;
 pub mod verifier;
 
 #[cfg(test)]
 mod tests;
 
-pub use config::{build_verifiers, RawJwt, VALID_ALGORITHMS};
+pub use config::{validate, validate_raw, JwtConfig, KeySource, RawJwt, VALID_ALGORITHMS};
 pub use verifier::Verifier;
 
+use crate::config::error::ConfigError;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Why a request was not authenticated. `Copy` and payload-free on purpose: it is used as
@@ -223,4 +214,14 @@ pub fn mint_hs256(
         &jsonwebtoken::EncodingKey::from_secret(secret),
     )
     .map_err(|e| format!("cannot sign token: {e}"))
+}
+
+/// Validate a `jwt:` section and build its verifiers (tests, benchmarks, tools).
+pub fn build_verifiers(
+    raw: &BTreeMap<String, RawJwt>,
+) -> Result<HashMap<String, Arc<Verifier>>, Vec<ConfigError>> {
+    Ok(validate_raw(raw)?
+        .into_iter()
+        .map(|(name, c)| (name, Arc::new(Verifier::new(&c))))
+        .collect())
 }

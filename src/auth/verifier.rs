@@ -3,7 +3,7 @@
 //! through an `ArcSwap` load and refreshed by a separate background task.
 
 use super::cache::TokenCache;
-use super::config::algorithm_named;
+use super::config::{algorithm_named, JwtConfig, KeySource};
 use super::jwks::{Jwks, Miss};
 use super::{AuthError, Claims};
 use http::HeaderName;
@@ -11,7 +11,6 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Longer tokens are rejected before any parsing: real JWTs are well under 8 KiB and a
 /// cap bounds the work an attacker can make us do per request.
@@ -21,24 +20,10 @@ pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 /// without `exp` is still re-checked now and then.
 const MAX_CACHE_TTL_SECS: u64 = 300;
 
-/// Where the verifier gets its keys. A static key is decoded for exactly one algorithm
-/// family at config time (`from_secret` for HS*, `from_*_pem` otherwise), so a public key
-/// can never end up being used as an HMAC secret.
+/// Where the verifier gets its keys (see [`KeySource`]).
 pub(crate) enum Keys {
     Static(DecodingKey),
-    Jwks(Jwks),
-}
-
-/// Everything `build_verifiers` has validated, handed to [`Verifier::new`].
-pub(crate) struct Settings {
-    pub name: String,
-    pub algorithms: Vec<Algorithm>,
-    pub keys: Keys,
-    pub issuer: Option<String>,
-    pub audience: Option<String>,
-    pub leeway: Duration,
-    pub claims_to_headers: Vec<(String, HeaderName)>,
-    pub cache_size: usize,
+    Jwks(Box<Jwks>),
 }
 
 /// One named `jwt:` verifier. Shared as `Arc<Verifier>` between requests and its JWKS
@@ -79,16 +64,25 @@ struct JoseHeader {
 }
 
 impl Verifier {
-    pub(crate) fn new(s: Settings) -> Self {
+    pub fn new(c: &JwtConfig) -> Self {
+        let keys = match &c.keys {
+            KeySource::Static(key) => Keys::Static(key.clone()),
+            KeySource::Jwks { url, refresh } => Keys::Jwks(Box::new(Jwks::new(
+                c.name.clone(),
+                url.clone(),
+                *refresh,
+                c.algorithms.clone(),
+            ))),
+        };
         Verifier {
-            name: s.name,
-            algorithms: s.algorithms,
-            keys: s.keys,
-            issuer: s.issuer,
-            audience: s.audience,
-            leeway: s.leeway.as_secs(),
-            claims_to_headers: s.claims_to_headers,
-            cache: TokenCache::new(s.cache_size),
+            name: c.name.clone(),
+            algorithms: c.algorithms.clone(),
+            keys,
+            issuer: c.issuer.clone(),
+            audience: c.audience.clone(),
+            leeway: c.leeway.as_secs(),
+            claims_to_headers: c.claims_to_headers.clone(),
+            cache: TokenCache::new(c.cache_size),
         }
     }
 

@@ -1,5 +1,6 @@
 use super::*;
 use rand::{Rng, SeedableRng};
+use std::time::Duration;
 
 /// A clock the test moves by hand.
 struct ManualClock {

@@ -1,6 +1,7 @@
 //! The `cache:` block of a route and its validation into a [`CachePolicy`].
 
-use super::{ConfigError, Dur, Size};
+use crate::config::error::ConfigError;
+use crate::config::units::{Dur, Size};
 use serde::Deserialize;
 use std::time::Duration;
 

@@ -15,11 +15,6 @@
 //! upstream, fill with [`RouteCache::storable`], [`BodyCollector`], [`FillGuard::store`]),
 //! [`Lookup::Wait`] ([`Waiter::wait`], then serve or go upstream) or [`Lookup::Bypass`].
 
-// The only place naming the gateway's config types (there: `crate::config::units::{Dur,
-// Size}` and `crate::config::ConfigError`).
-pub(crate) use crate::config::units::{Dur, Size};
-pub(crate) use crate::config::ConfigError;
-
 mod body;
 mod config;
 mod fill;
@@ -56,6 +51,37 @@ pub struct RequestInfo<'a> {
     pub host: &'a str,
     pub path_and_query: &'a str,
     pub headers: &'a HeaderMap,
+}
+
+/// What the cache did for one request: the `X-Cache` header and the
+/// `gatehouse_cache_requests_total` result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Served from the cache.
+    Hit,
+    /// Fetched upstream (and stored when the response may be).
+    Miss,
+    /// Not a cacheable request: proxied as if the route had no cache.
+    Bypass,
+}
+
+impl CacheStatus {
+    pub fn header_value(self) -> http::HeaderValue {
+        http::HeaderValue::from_static(match self {
+            CacheStatus::Hit => "HIT",
+            CacheStatus::Miss => "MISS",
+            CacheStatus::Bypass => "BYPASS",
+        })
+    }
+
+    /// The metric's `result` label; a bypass is not counted.
+    pub fn metric_label(self) -> Option<&'static str> {
+        match self {
+            CacheStatus::Hit => Some("hit"),
+            CacheStatus::Miss => Some("miss"),
+            CacheStatus::Bypass => None,
+        }
+    }
 }
 
 /// The result of [`RouteCache::lookup`].

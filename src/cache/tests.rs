@@ -312,6 +312,11 @@ fn expires_used_only_without_max_age() {
     assert_eq!(rules::parse_http_date(&d), Some(784_111_777));
     let leap = HeaderValue::from_static("Tue, 29 Feb 2000 00:00:00 GMT");
     assert_eq!(rules::parse_http_date(&leap), Some(951_782_400));
+    // The obsolete forms RFC 9110 §5.6.7 requires recipients to accept.
+    let rfc850 = HeaderValue::from_static("Sunday, 06-Nov-94 08:49:37 GMT");
+    assert_eq!(rules::parse_http_date(&rfc850), Some(784_111_777));
+    let asctime = HeaderValue::from_static("Sun Nov  6 08:49:37 1994");
+    assert_eq!(rules::parse_http_date(&asctime), Some(784_111_777));
 }
 
 #[test]

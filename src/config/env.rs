@@ -5,7 +5,7 @@
 //! A scalar that is *only* a reference (`limit: ${LIMIT}`) is re-read as YAML after
 //! expansion, so numbers and booleans can come from the environment too.
 
-use super::ConfigError;
+use super::error::ConfigError;
 use serde_yaml::Value;
 
 /// Expand every string scalar under `value`, collecting one error per unset variable.

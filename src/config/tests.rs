@@ -1,4 +1,6 @@
 use super::*;
+use crate::upstream::config::{Balance, HashKey, DEFAULT_TIMEOUTS};
+use std::time::Duration;
 
 fn load(yaml: &str) -> Result<Config, Vec<String>> {
     let env = |name: &str| match name {

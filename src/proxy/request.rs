@@ -4,20 +4,19 @@
 
 use super::{Ctx, Gateway};
 use crate::auth;
-use crate::cache::{Lookup, RequestInfo, WaitOutcome};
 use crate::error::{json_body, GatewayError};
 use crate::headers::{self, X_FORWARDED_FOR, X_REQUEST_ID};
-use crate::ratelimit::{Check, KeySpec};
-use crate::routing::{self, Match};
+use crate::ratelimit::{Check, KeySpec, Policy};
+use crate::routing::{self, Match, Route};
 use crate::runtime::Runtime;
 use crate::transform::Preflight;
+use crate::upstream::HashKey;
 use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// What `request_filter` does next.
 pub enum Admit {
@@ -59,18 +58,18 @@ impl Gateway {
         ctx: &mut Ctx,
         rt: &Arc<Runtime>,
     ) -> Result<Admit, GatewayError> {
-        let route = route(session, rt)?;
-        ctx.route = Some(route.index);
-        let route_name = &*route.name;
-        let extra = &*rt.config.route_extras[route.index];
+        let index = lookup(session, rt)?;
+        ctx.route = Some(index);
+        let route = rt.routes.get(index).ok_or(GatewayError::Internal)?;
+        let policy = &*route.policy;
 
-        if let Some(rules) = &extra.ip_rules {
+        if let Some(rules) = &policy.ip_rules {
             let ip = ctx.client_ip.ok_or(GatewayError::Forbidden)?;
             if !rules.allows(ip) {
                 return Err(GatewayError::Forbidden);
             }
         }
-        if let Some(cors) = &extra.cors {
+        if let Some(cors) = &policy.cors {
             let req = session.req_header();
             if req.method == http::Method::OPTIONS {
                 let h = &req.headers;
@@ -89,7 +88,7 @@ impl Gateway {
             }
         }
         if is_websocket(session.req_header()) {
-            if !extra.websocket {
+            if !policy.websocket {
                 return Err(GatewayError::WebSocketNotAllowed);
             }
             ctx.websocket = true;
@@ -100,7 +99,7 @@ impl Gateway {
         for h in &rt.claim_headers {
             req.remove_header(h);
         }
-        if let Some(Some(ra)) = rt.route_auth.get(route.index) {
+        if let Some(ra) = &route.auth {
             let header = req
                 .headers
                 .get(header::AUTHORIZATION)
@@ -113,7 +112,7 @@ impl Gateway {
                 Err(e) => {
                     self.metrics
                         .auth_failures
-                        .with_label_values(&[route_name, e.code()])
+                        .with_label_values(&[&*route.name, e.code()])
                         .inc();
                     return Err(e);
                 }
@@ -128,9 +127,8 @@ impl Gateway {
             ctx.claims = Some(claims);
         }
 
-        if let Some(policies) = rt.route_limits.get(route.index).filter(|p| !p.is_empty()) {
-            self.rate_limit(session, ctx, route_name, policies, rt)
-                .await?;
+        if !route.limits.is_empty() {
+            self.rate_limit(session, ctx, route, rt).await?;
         }
 
         if let Some(limit) = rt.max_request_body {
@@ -147,65 +145,10 @@ impl Gateway {
             }
         }
 
-        if let Some(cache) = rt.caches.get(route.index).cloned().flatten() {
-            return self.cache_lookup(session, ctx, rt, cache).await;
+        if let Some(cache) = &route.cache {
+            return self.cache_lookup(session, ctx, route, cache.clone()).await;
         }
         Ok(Admit::Proxy)
-    }
-
-    /// Serve a hit, wait for a concurrent fill, or become the one that fills.
-    async fn cache_lookup(
-        &self,
-        session: &mut Session,
-        ctx: &mut Ctx,
-        rt: &Runtime,
-        cache: Arc<crate::cache::RouteCache>,
-    ) -> Result<Admit, GatewayError> {
-        let req = session.req_header();
-        let host = request_host(req).unwrap_or("");
-        let path_and_query = req.uri.path_and_query().map_or("/", |p| p.as_str());
-        let info = RequestInfo {
-            method: &req.method,
-            host,
-            path_and_query,
-            headers: &req.headers,
-        };
-        let lookup = cache.lookup(&info);
-        ctx.cache = Some(cache.clone());
-        let hit = match lookup {
-            Lookup::Hit(r) => r,
-            Lookup::Bypass => {
-                ctx.cache_status = Some("BYPASS");
-                return Ok(Admit::Proxy);
-            }
-            Lookup::Miss(guard) => {
-                ctx.cache_status = Some("MISS");
-                ctx.cache_fill = Some(Box::new(guard));
-                return Ok(Admit::Proxy);
-            }
-            Lookup::Wait(waiter) => {
-                let limit = ctx
-                    .route(rt)
-                    .map(|r| &rt.services[r.service].config.timeouts)
-                    .map_or(Duration::from_secs(30), |t| t.connect + t.read);
-                match waiter.wait(limit).await {
-                    WaitOutcome::Hit(r) => r,
-                    WaitOutcome::Fetch => {
-                        ctx.cache_status = Some("MISS");
-                        return Ok(Admit::Proxy);
-                    }
-                }
-            }
-        };
-        self.metrics
-            .cache_requests
-            .with_label_values(&[route_label(ctx, rt), "hit"])
-            .inc();
-        ctx.cache_status = Some("HIT");
-        self.serve_cached(session, ctx, &hit)
-            .await
-            .map_err(|_| GatewayError::Internal)?;
-        Ok(Admit::Served)
     }
 
     async fn answer_preflight(
@@ -232,8 +175,7 @@ impl Gateway {
         &self,
         session: &Session,
         ctx: &mut Ctx,
-        route_name: &str,
-        policies: &[Arc<crate::ratelimit::Policy>],
+        route: &Route,
         rt: &Runtime,
     ) -> Result<(), GatewayError> {
         let req = session.req_header();
@@ -242,6 +184,7 @@ impl Gateway {
             .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         let claims = ctx.claims.as_deref();
         let claim = |name: &str| claims.and_then(|c| c.get_str(name));
+        let policies: &[Arc<Policy>] = &route.limits;
         let keys: smallvec::SmallVec<[String; 4]> = policies
             .iter()
             .map(|p| match &p.key {
@@ -250,7 +193,7 @@ impl Gateway {
                 KeySpec::Header(h) => p
                     .key
                     .bucket_key(req.headers.get(h).and_then(|v| v.to_str().ok()), ip),
-                KeySpec::Route => p.key.bucket_key(Some(route_name), ip),
+                KeySpec::Route => p.key.bucket_key(Some(&route.name), ip),
             })
             .collect();
         let checks: smallvec::SmallVec<[Check; 4]> = policies
@@ -273,11 +216,11 @@ impl Gateway {
         let policy = decision.rejected_by.as_deref().unwrap_or("store");
         self.metrics
             .rate_limited
-            .with_label_values(&[route_name, policy])
+            .with_label_values(&[&*route.name, policy])
             .inc();
         match decision.headers {
-            Some(h) => Err(GatewayError::RateLimited(Box::new(h))),
-            None => Err(GatewayError::RateLimitUnavailable),
+            Some(h) if !decision.store_error => Err(GatewayError::RateLimited(Box::new(h))),
+            _ => Err(GatewayError::RateLimitUnavailable),
         }
     }
 
@@ -309,7 +252,7 @@ impl Gateway {
 
 /// The route for this request, or why there is none. A CORS preflight is routed by
 /// the method it asks about, so routes need not list OPTIONS.
-fn route<'a>(session: &Session, rt: &'a Runtime) -> Result<&'a routing::Route, GatewayError> {
+fn lookup(session: &Session, rt: &Runtime) -> Result<usize, GatewayError> {
     let req = session.req_header();
     let host = request_host(req).ok_or(GatewayError::BadRequest)?;
     let host = routing::normalise_host(host);
@@ -320,7 +263,7 @@ fn route<'a>(session: &Session, rt: &'a Runtime) -> Result<&'a routing::Route, G
     .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok());
     let method = preflight_method.as_ref().unwrap_or(&req.method);
     match rt.routes.lookup(&host, req.uri.path(), method) {
-        Match::Found(route) => Ok(route),
+        Match::Found(index) => Ok(index),
         Match::MethodNotAllowed(allow) => Err(GatewayError::MethodNotAllowed(allow)),
         Match::NotFound => Err(GatewayError::NoRoute),
         Match::BadPath => Err(GatewayError::BadPath),
@@ -332,10 +275,6 @@ fn is_websocket(req: &RequestHeader) -> bool {
     req.headers
         .get(header::UPGRADE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
-}
-
-pub(super) fn route_label<'a>(ctx: &Ctx, rt: &'a Runtime) -> &'a str {
-    ctx.route(rt).map_or("none", |r| &r.name)
 }
 
 fn unix_now() -> u64 {
@@ -353,8 +292,7 @@ pub(super) fn request_host(req: &RequestHeader) -> Option<&str> {
 }
 
 /// The bytes a consistent-hash service hashes; other balancers ignore the key.
-pub(super) fn hash_key(session: &Session, ctx: &Ctx, key: &crate::config::HashKey) -> Vec<u8> {
-    use crate::config::HashKey;
+pub(super) fn hash_key(session: &Session, ctx: &Ctx, key: &HashKey) -> Vec<u8> {
     let req = session.req_header();
     let from_ip = || {
         ctx.client_ip

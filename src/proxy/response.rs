@@ -1,18 +1,14 @@
 //! The response phase: what the gateway adds to every answer (request id, rate-limit
-//! headers, cache status, CORS, configured header rules, compression choice), serving
-//! and filling the response cache, and the adapters the header rules need.
+//! headers, cache status, CORS, configured header rules, compression choice), and the
+//! adapters the header rules need.
 
 use super::{Ctx, Gateway};
-use crate::cache::{CachedResponse, RequestInfo};
 use crate::error::rate_header_values;
 use crate::headers::{RATE_HEADERS, X_CACHE, X_REQUEST_ID};
-use crate::runtime::Runtime;
 use crate::transform::{HeaderSink, TemplateVars};
-use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::compression::ResponseCompression;
-use pingora::prelude::*;
 use pingora::proxy::Session;
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -26,19 +22,20 @@ impl Gateway {
     /// Everything the gateway adds to a response, proxied or served from cache.
     pub(super) fn decorate(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &Ctx) {
         add_gateway_headers(resp, ctx);
-        let Some(rt) = ctx.rt.as_deref() else { return };
-        let Some(i) = ctx.route else { return };
-        let extra = &rt.config.route_extras[i];
-        if let Some(cors) = &extra.cors {
+        let (Some(rt), Some(route)) = (ctx.rt.as_deref(), ctx.route()) else {
+            return;
+        };
+        let policy = &*route.policy;
+        if let Some(cors) = &policy.cors {
             let origin = session.req_header().headers.get(header::ORIGIN);
             cors.apply_response_headers(origin, &mut RespSink(resp));
         }
-        if !extra.response_headers.is_empty() {
+        if !policy.response_headers.is_empty() {
             let vars = Vars::new(session.req_header(), ctx);
-            extra.response_headers.apply(&mut RespSink(resp), &vars);
+            policy.response_headers.apply(&mut RespSink(resp), &vars);
         }
         if rt.any_compression {
-            let worth_it = extra.compression
+            let worth_it = policy.compression
                 && !ctx.websocket
                 && resp
                     .headers
@@ -53,89 +50,6 @@ impl Gateway {
                     c.adjust_level(0);
                 }
             }
-        }
-    }
-
-    /// Answer from the cache: the stored status, headers and body, plus `Age`.
-    pub(super) async fn serve_cached(
-        &self,
-        session: &mut Session,
-        ctx: &mut Ctx,
-        hit: &CachedResponse,
-    ) -> Result<()> {
-        let mut resp = ResponseHeader::build(hit.status, Some(hit.headers.len() + 6))?;
-        for (name, value) in &hit.headers {
-            resp.append_header(name.clone(), value.clone())?;
-        }
-        resp.insert_header(header::AGE, hit.age_secs())?;
-        self.decorate(session, &mut resp, ctx);
-        ctx.own_status = hit.status;
-        let head = session.req_header().method == http::Method::HEAD || hit.body.is_empty();
-        session.write_response_header(Box::new(resp), head).await?;
-        if !head {
-            session
-                .write_response_body(Some(hit.body.clone()), true)
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// On the upstream's response header: start collecting the body if this request is
-    /// filling the cache and the response may be stored; else release the waiters now.
-    pub(super) fn cache_response_header(
-        &self,
-        session: &Session,
-        resp: &ResponseHeader,
-        ctx: &mut Ctx,
-    ) {
-        let (Some(cache), true) = (ctx.cache.clone(), ctx.cache_fill.is_some()) else {
-            return;
-        };
-        let req = session.req_header();
-        let info = RequestInfo {
-            method: &req.method,
-            host: super::request::request_host(req).unwrap_or(""),
-            path_and_query: req.uri.path_and_query().map_or("/", |p| p.as_str()),
-            headers: &req.headers,
-        };
-        match cache.storable(&info, resp.status.as_u16(), &resp.headers) {
-            Some(ttl) => {
-                ctx.cache_collector = Some(Box::new(cache.collector(
-                    resp.status.as_u16(),
-                    &resp.headers,
-                    ttl,
-                )))
-            }
-            None => ctx.cache_fill = None,
-        }
-    }
-
-    /// On each upstream body chunk: collect; at the end, store and release the waiters.
-    pub(super) fn cache_response_body(&self, body: &Option<Bytes>, end: bool, ctx: &mut Ctx) {
-        let Some(collector) = ctx.cache_collector.as_mut() else {
-            return;
-        };
-        if let Some(chunk) = body {
-            if !collector.push(chunk) {
-                ctx.cache_collector = None;
-                ctx.cache_fill = None;
-                return;
-            }
-        }
-        if end {
-            let stored = ctx.cache_collector.take().and_then(|c| (*c).finish());
-            if let (Some(guard), Some(entry)) = (ctx.cache_fill.take(), stored) {
-                guard.store(entry);
-            }
-        }
-    }
-
-    pub(super) fn count_cache_miss(&self, ctx: &Ctx, rt: &Runtime) {
-        if ctx.cache_status == Some("MISS") {
-            self.metrics
-                .cache_requests
-                .with_label_values(&[super::request::route_label(ctx, rt), "miss"])
-                .inc();
         }
     }
 }
@@ -167,7 +81,7 @@ fn add_gateway_headers(resp: &mut ResponseHeader, ctx: &Ctx) {
         }
     }
     if let Some(status) = ctx.cache_status {
-        h.insert(X_CACHE, HeaderValue::from_static(status));
+        h.insert(X_CACHE, status.header_value());
     }
     let mut rebuilt = ResponseHeader::from(parts);
     if reason.is_some() {

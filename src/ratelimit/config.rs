@@ -1,8 +1,13 @@
-//! The `rate_limits:` section: raw serde shapes, validation into [`Policies`], and the
-//! per-request helpers the proxy needs (tier parameters, bucket keys, the policy header).
+//! The `rate_limits:` section: raw serde shapes, validation into a [`RateLimitConfig`]
+//! (the store settings and the [`Policies`]), and the per-request helpers the proxy
+//! needs (tier parameters, bucket keys, the policy header).
 
-use super::{ip_text, ConfigError, Dur};
+use crate::config::de::{de, valid_name};
+use crate::config::error::ConfigError;
+use crate::config::units::Dur;
+use crate::headers::ip_text;
 use serde::Deserialize;
+use serde_yaml::Value;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -75,8 +80,8 @@ pub struct RawTiers {
     pub default: Option<u64>,
 }
 
-/// What a policy counts by. Extraction from the request is the integrator's job; see
-/// [`KeySpec::bucket_key`] for turning the extracted value into a bucket key.
+/// What a policy counts by. The proxy extracts the value from the request; see
+/// [`KeySpec::bucket_key`] for turning it into a bucket key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySpec {
     ClientIp,
@@ -84,7 +89,7 @@ pub enum KeySpec {
     Jwt(String),
     /// `header:<Name>`.
     Header(http::HeaderName),
-    /// One bucket per route (the integrator passes the route's name as the value).
+    /// One bucket per route (the route's name is the value).
     Route,
     /// One bucket for everything.
     Global,
@@ -337,9 +342,121 @@ pub struct RedisSettings {
     pub prefix: String,
 }
 
+/// Validated store settings. Compared on reload: equal settings keep the running store
+/// (and its buckets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    /// Memory store: hard cap on buckets.
+    pub max_keys: u64,
+    pub redis: Option<RedisSettings>,
+}
+
+/// The validated `rate_limits:` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    pub store: StoreConfig,
+    pub policies: Policies,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            store: StoreConfig {
+                kind: StoreKind::Memory,
+                max_keys: DEFAULT_MAX_KEYS,
+                redis: None,
+            },
+            policies: Policies::default(),
+        }
+    }
+}
+
 const ROOT: &str = "rate_limits";
 
-pub(crate) fn store_kind(raw: &RawRateLimits, errs: &mut Vec<ConfigError>) -> StoreKind {
+impl RateLimitConfig {
+    /// Validate the whole section, collecting every problem (not just the first).
+    pub fn from_raw(raw: &RawRateLimits) -> Result<RateLimitConfig, Vec<ConfigError>> {
+        let mut errs = Vec::new();
+        let store = store_config(raw, &mut errs);
+        let policies = build_policies_into(&raw.policies, &mut errs);
+        if errs.is_empty() {
+            Ok(RateLimitConfig { store, policies })
+        } else {
+            Err(errs)
+        }
+    }
+}
+
+/// The `rate_limits:` section of the file: the validated section (default when it has
+/// errors) and the name of every policy it declares, valid or not, so a route naming a
+/// policy that has its own errors is not reported a second time.
+pub fn validate(v: Option<Value>, errors: &mut Vec<ConfigError>) -> (RateLimitConfig, Vec<String>) {
+    let mut map = match v {
+        None | Some(Value::Null) => return (RateLimitConfig::default(), Vec::new()),
+        Some(Value::Mapping(m)) => m,
+        Some(_) => {
+            errors.push(ConfigError::new(
+                ROOT,
+                "expected a map with store, redis, max_keys and policies",
+            ));
+            return (RateLimitConfig::default(), Vec::new());
+        }
+    };
+    // Policies one by one, so one bad policy does not hide the names of the others.
+    let mut declared = Vec::new();
+    let mut raw_policies = BTreeMap::new();
+    match map.remove("policies") {
+        None | Some(Value::Null) => {}
+        Some(Value::Mapping(policies)) => {
+            for (k, v) in policies {
+                let name = k.as_str().map_or_else(|| format!("{k:?}"), str::to_string);
+                declared.push(name.clone());
+                let path = format!("{ROOT}.policies.{name}");
+                if let Some(p) = de::<RawPolicy>(v, &path, errors) {
+                    raw_policies.insert(name, p);
+                }
+            }
+        }
+        Some(_) => errors.push(ConfigError::new(
+            format!("{ROOT}.policies"),
+            "expected a map of policy name -> { key, limit, window, ... }",
+        )),
+    }
+    let rest = de::<RawRateLimits>(Value::Mapping(map), ROOT, errors).unwrap_or_default();
+    let before = errors.len();
+    let store = store_config(&rest, errors);
+    let policies = build_policies_into(&raw_policies, errors);
+    let config = RateLimitConfig { store, policies };
+    if errors.len() > before {
+        return (RateLimitConfig::default(), declared);
+    }
+    (config, declared)
+}
+
+/// Validates the whole section and returns its policies (tests, tools).
+pub fn build_policies(raw: &RawRateLimits) -> Result<Policies, Vec<ConfigError>> {
+    RateLimitConfig::from_raw(raw).map(|c| c.policies)
+}
+
+fn store_config(raw: &RawRateLimits, errs: &mut Vec<ConfigError>) -> StoreConfig {
+    let kind = store_kind(raw, errs);
+    let max_keys = max_keys(raw, errs);
+    let redis = redis_settings(raw, errs);
+    if kind == StoreKind::Redis && redis.is_none() {
+        errs.push(ConfigError::new(
+            format!("{ROOT}.redis"),
+            "store: redis needs a redis: section (url, timeout, on_error, prefix)",
+        ));
+    }
+    StoreConfig {
+        kind,
+        max_keys,
+        redis,
+    }
+}
+
+fn store_kind(raw: &RawRateLimits, errs: &mut Vec<ConfigError>) -> StoreKind {
     match raw.store.as_deref().unwrap_or("memory") {
         "memory" => StoreKind::Memory,
         "redis" => StoreKind::Redis,
@@ -353,7 +470,7 @@ pub(crate) fn store_kind(raw: &RawRateLimits, errs: &mut Vec<ConfigError>) -> St
     }
 }
 
-pub(crate) fn max_keys(raw: &RawRateLimits, errs: &mut Vec<ConfigError>) -> u64 {
+fn max_keys(raw: &RawRateLimits, errs: &mut Vec<ConfigError>) -> u64 {
     let n = raw.max_keys.unwrap_or(DEFAULT_MAX_KEYS);
     if n < MIN_MAX_KEYS {
         errs.push(ConfigError::new(
@@ -364,10 +481,7 @@ pub(crate) fn max_keys(raw: &RawRateLimits, errs: &mut Vec<ConfigError>) -> u64 
     n.max(MIN_MAX_KEYS)
 }
 
-pub(crate) fn redis_settings(
-    raw: &RawRateLimits,
-    errs: &mut Vec<ConfigError>,
-) -> Option<RedisSettings> {
+fn redis_settings(raw: &RawRateLimits, errs: &mut Vec<ConfigError>) -> Option<RedisSettings> {
     let r = raw.redis.as_ref()?;
     let path = format!("{ROOT}.redis");
     if let Err(e) = redis::Client::open(r.url.as_str()) {
@@ -409,40 +523,15 @@ pub(crate) fn redis_settings(
     })
 }
 
-/// Policy names end up in Redis keys (`<prefix><name>:<key>`), memory keys and headers,
-/// so they are restricted to a charset without separators.
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-}
-
-/// Validates the whole section, collecting every problem (not just the first).
-pub fn build_policies(raw: &RawRateLimits) -> Result<Policies, Vec<ConfigError>> {
-    let mut errs = Vec::new();
-    let kind = store_kind(raw, &mut errs);
-    max_keys(raw, &mut errs);
-    let redis = redis_settings(raw, &mut errs);
-    if kind == StoreKind::Redis && redis.is_none() {
-        errs.push(ConfigError::new(
-            format!("{ROOT}.redis"),
-            "store: redis needs a redis: section (url, timeout, on_error, prefix)",
-        ));
-    }
+fn build_policies_into(raw: &BTreeMap<String, RawPolicy>, errs: &mut Vec<ConfigError>) -> Policies {
     let mut by_name = BTreeMap::new();
-    for (name, rp) in &raw.policies {
+    for (name, rp) in raw {
         let path = format!("{ROOT}.policies.{name}");
-        if let Some(p) = build_policy(name, rp, &path, &mut errs) {
+        if let Some(p) = build_policy(name, rp, &path, errs) {
             by_name.insert(p.name.clone(), Arc::new(p));
         }
     }
-    if errs.is_empty() {
-        Ok(Policies { by_name })
-    } else {
-        Err(errs)
-    }
+    Policies { by_name }
 }
 
 fn build_policy(

@@ -2,24 +2,17 @@
 //! (every policy of a route must allow; a refusal charges none of them), stored in memory
 //! (default, per instance) or in Redis (shared by all instances, one atomic round trip).
 //!
-//! Use from the proxy, per request:
-//! 1. for each policy name of the route, `policies.get(name)`, extract the key value the
-//!    policy's [`KeySpec`] asks for, build the bucket key with [`KeySpec::bucket_key`] and
-//!    the parameters with [`Policy::params_for`] (tier claim value, if any);
-//! 2. `store.check(&checks).await`;
-//! 3. refused → 429 with `Retry-After` + `RateLimit-*` from [`Decision::headers`];
-//!    allowed → add the `RateLimit-*` headers to the response.
+//! A compiled route holds its policies (`Route::limits`). Per request the proxy builds
+//! one [`Check`] per policy (the bucket key from [`KeySpec::bucket_key`], the parameters
+//! from [`Policy::params_for`]) and asks the [`Store`] once; a refusal is a 429 with
+//! `Retry-After` and the `RateLimit-*` values of [`Decision::headers`], an allowed request
+//! carries those values on its response.
 //!
 //! The [`Store`] is long-lived and independent of the policy set: buckets are keyed by
 //! (policy name, key), and each call carries its policy's parameters, so a reload swaps
-//! [`Policies`] and keeps the store (see [`store_changed`]). A bucket holds an absolute
-//! time, so a policy whose limit changes on reload carries its debt over sensibly.
-
-// The only place that names the rest of the crate: its config types
-// (`crate::config::units::Dur`, `crate::config::ConfigError`) and the address formatter.
-pub(crate) use crate::config::units::Dur;
-pub(crate) use crate::config::ConfigError;
-pub(crate) use crate::headers::ip_text;
+//! the policies and keeps the store while its [`StoreConfig`] is unchanged. A bucket
+//! holds an absolute time, so a policy whose limit changes on reload carries its debt
+//! over sensibly.
 
 mod config;
 mod gcra;
@@ -29,12 +22,14 @@ mod redis_store;
 mod tests;
 
 pub use config::{
-    build_policies, KeySpec, OnError, Params, Policies, Policy, RawPolicy, RawRateLimits, RawRedis,
-    RawTiers, RedisSettings, StoreKind, Tiers, DEFAULT_MAX_KEYS, MAX_KEY_VALUE_LEN,
+    build_policies, validate, KeySpec, OnError, Params, Policies, Policy, RateLimitConfig,
+    RawPolicy, RawRateLimits, RawRedis, RawTiers, RedisSettings, StoreConfig, StoreKind, Tiers,
+    DEFAULT_MAX_KEYS, MAX_KEY_VALUE_LEN,
 };
 pub use memory::{MemoryStore, SHARDS};
 pub use redis_store::{RedisStore, LOG_EVERY};
 
+use crate::config::error::ConfigError;
 use std::sync::Arc;
 
 /// One policy to apply to the current request.
@@ -70,8 +65,8 @@ pub struct Decision {
     /// The tightest policy's headers: the refusing one, else the one with the fewest
     /// remaining. `None` when there were no checks or the store failed.
     pub headers: Option<RateHeaders>,
-    /// The Redis store failed or timed out and `allowed` is the `on_error` answer. A
-    /// denial then has no headers: send 429 with `Retry-After: 1` (or 503, your call).
+    /// The Redis store failed or timed out and `allowed` is the `on_error` answer (a
+    /// denial then has no headers; the proxy answers 503 `rate_limit_unavailable`).
     pub store_error: bool,
 }
 
@@ -119,31 +114,21 @@ impl Store {
     }
 }
 
-/// Builds the store the section asks for. Does not connect to Redis (see [`RedisStore`]).
-pub fn build_store(raw: &RawRateLimits) -> Result<Store, Vec<ConfigError>> {
-    let mut errs = Vec::new();
-    let kind = config::store_kind(raw, &mut errs);
-    let max_keys = config::max_keys(raw, &mut errs);
-    let redis = config::redis_settings(raw, &mut errs);
-    if !errs.is_empty() {
-        return Err(errs);
-    }
-    match (kind, redis) {
-        (StoreKind::Memory, _) => Ok(Store::Memory(MemoryStore::new(max_keys))),
-        (StoreKind::Redis, Some(settings)) => RedisStore::new(settings)
-            .map(Store::Redis)
-            .map_err(|m| vec![ConfigError::new("rate_limits.redis.url", m)]),
-        (StoreKind::Redis, None) => Err(vec![ConfigError::new(
-            "rate_limits.redis",
-            "store: redis needs a redis: section (url, timeout, on_error, prefix)",
-        )]),
+impl Store {
+    /// The store these settings ask for. Does not connect to Redis (see [`RedisStore`]).
+    pub fn new(config: &StoreConfig) -> Result<Store, String> {
+        match (config.kind, &config.redis) {
+            (StoreKind::Memory, _) => Ok(Store::Memory(MemoryStore::new(config.max_keys))),
+            (StoreKind::Redis, Some(settings)) => {
+                RedisStore::new(settings.clone()).map(Store::Redis)
+            }
+            (StoreKind::Redis, None) => Err("store: redis needs a redis: section".to_string()),
+        }
     }
 }
 
-/// Whether a reload must build a new store (and so start with empty buckets): true when
-/// `store`, `redis` or `max_keys` changed. Policy changes alone keep the store.
-pub fn store_changed(old: &RawRateLimits, new: &RawRateLimits) -> bool {
-    old.store.as_deref().unwrap_or("memory") != new.store.as_deref().unwrap_or("memory")
-        || old.redis != new.redis
-        || old.max_keys != new.max_keys
+/// Validates a whole `rate_limits:` section and builds its store (tests, tools).
+pub fn build_store(raw: &RawRateLimits) -> Result<Store, Vec<ConfigError>> {
+    let config = RateLimitConfig::from_raw(raw)?;
+    Store::new(&config.store).map_err(|m| vec![ConfigError::new("rate_limits.redis.url", m)])
 }

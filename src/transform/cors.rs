@@ -3,7 +3,8 @@
 
 use super::headers::HeaderSink;
 use super::origin::normalize_origin;
-use super::{ConfigError, Dur};
+use crate::config::error::ConfigError;
+use crate::config::units::Dur;
 use http::header::{
     ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, VARY,

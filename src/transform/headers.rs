@@ -1,7 +1,7 @@
 //! Per-route header rules (`request_headers`, `response_headers`): remove, set, add.
 
 use super::template::{self, Parsed, Template, TemplateVars};
-use super::ConfigError;
+use crate::config::error::ConfigError;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use std::collections::BTreeMap;

@@ -1,6 +1,6 @@
 //! Per-route client IP allow / deny lists (`allow_ips`, `deny_ips`).
 
-use super::ConfigError;
+use crate::config::error::ConfigError;
 use ipnet::{IpNet, Ipv4Net};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;

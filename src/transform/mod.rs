@@ -50,11 +50,6 @@ mod ip;
 mod origin;
 mod template;
 
-// The only place this module names the rest of the crate. In Gatehouse these are
-// `crate::config::units::Dur` and `crate::config::ConfigError`.
-pub(crate) use crate::config::units::Dur;
-pub(crate) use crate::config::ConfigError;
-
 pub use cors::{build_cors, Cors, Preflight, RawCors};
 pub use headers::{build_header_rules, HeaderRules, HeaderSink, RawHeaderRules};
 pub use ip::{build_ip_rules, IpRules};

@@ -12,24 +12,23 @@
 //! walks indices (see `benches/selection.rs`). Health is still Pingora's: a backend is
 //! out of rotation while `Backends::ready` says so.
 
+pub mod config;
+mod health;
 pub mod selector;
 
+pub use config::{Balance, HashKey, ServiceConfig};
+pub use health::spawn_health_checks;
+
 use crate::breaker::{Admission, Breaker, RetryBudget, SystemClock, Ticket};
-use crate::config::{HealthKind, ServiceConfig};
-use async_trait::async_trait;
-use pingora::http::RequestHeader;
+use health::HealthProbe;
 use pingora::lb::discovery;
-use pingora::lb::health_check::{HealthCheck, HealthObserve, HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::{Backend, Backends, HealthRegistry};
 use pingora::prelude::HttpPeer;
-use pingora::{Error, ErrorType};
 use selector::{Member, Selector};
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::Arc;
 
 /// A count of requests in flight, shared by every request that holds a guard.
 #[derive(Debug, Default)]
@@ -100,16 +99,6 @@ pub struct Upstream {
     pub state: Arc<UpstreamState>,
 }
 
-/// A service's active health checking: Pingora's `HealthRegistry` (the probe and the
-/// health of each upstream) and how often to run it. Shared by the old and new runtime
-/// of a service across a reload when the health-check settings did not change, so health
-/// state carries over and only one loop probes.
-pub struct HealthProbe {
-    registry: Arc<HealthRegistry>,
-    interval: Duration,
-    started: AtomicBool,
-}
-
 /// A service: its backends and their health, its selector, its upstreams in config
 /// order, and its settings.
 pub struct ServiceRuntime {
@@ -159,12 +148,8 @@ impl ServiceRuntime {
                         b.addr.hash(&mut h);
                         h.finish()
                     });
-                    registry.set_health_check(health_check(&config.name, hc));
-                    Arc::new(HealthProbe {
-                        registry: Arc::new(registry),
-                        interval: hc.interval,
-                        started: AtomicBool::new(false),
-                    })
+                    registry.set_health_check(health::health_check(&config.name, hc));
+                    Arc::new(HealthProbe::new(registry, hc.interval))
                 })
         });
         let discovery = discovery::Static::new(set);
@@ -286,109 +271,5 @@ impl ServiceRuntime {
             peer.options.set_http_version(2, 2);
         }
         peer
-    }
-}
-
-/// Logs each health transition once, with the service and the configured address.
-struct HealthLogger {
-    service: String,
-}
-
-#[async_trait]
-impl HealthObserve for HealthLogger {
-    async fn observe(&self, target: &Backend, healthy: bool) {
-        if healthy {
-            log::info!(
-                "service {}: upstream {} is healthy again",
-                self.service,
-                target.addr
-            );
-        } else {
-            log::warn!(
-                "service {}: upstream {} failed its health check and is out of rotation",
-                self.service,
-                target.addr
-            );
-        }
-    }
-}
-
-fn health_check(
-    service: &str,
-    hc: &crate::config::HealthCheckConfig,
-) -> Box<dyn HealthCheck + Send + Sync> {
-    let observer = Box::new(HealthLogger {
-        service: service.to_string(),
-    });
-    match &hc.kind {
-        HealthKind::Tcp => {
-            let mut c = TcpHealthCheck::new();
-            c.consecutive_success = hc.healthy_after as usize;
-            c.consecutive_failure = hc.unhealthy_after as usize;
-            c.peer_template.options.connection_timeout = Some(hc.timeout);
-            c.peer_template.options.total_connection_timeout = Some(hc.timeout);
-            c.health_changed_callback = Some(observer);
-            c
-        }
-        HealthKind::Http {
-            path,
-            host,
-            expect_status,
-        } => {
-            let host = host.as_deref().unwrap_or("localhost");
-            let mut c = HttpHealthCheck::new(host, false);
-            c.consecutive_success = hc.healthy_after as usize;
-            c.consecutive_failure = hc.unhealthy_after as usize;
-            c.peer_template.options.connection_timeout = Some(hc.timeout);
-            c.peer_template.options.total_connection_timeout = Some(hc.timeout);
-            c.peer_template.options.read_timeout = Some(hc.timeout);
-            c.peer_template.options.write_timeout = Some(hc.timeout);
-            if let Ok(mut req) = RequestHeader::build("GET", path.as_bytes(), None) {
-                // Validated at load: path and host are plain ASCII.
-                let _ = req.insert_header("Host", host);
-                let _ = req.insert_header("User-Agent", "gatehouse-health-check");
-                c.req = req;
-            }
-            let expect = *expect_status;
-            c.validator = Some(Box::new(move |resp| {
-                if resp.status.as_u16() == expect {
-                    Ok(())
-                } else {
-                    Error::e_explain(
-                        ErrorType::CustomCode("unexpected status", resp.status.as_u16()),
-                        "during http health check",
-                    )
-                }
-            }));
-            c.health_changed_callback = Some(observer);
-            Box::new(c)
-        }
-    }
-}
-
-/// Start the health-check loop of every service whose probe is not running yet. A loop
-/// holds only a weak reference to its probe, so it ends when no runtime uses the probe
-/// any more (the service was removed or its health-check settings changed).
-pub fn spawn_health_checks(services: &[Arc<ServiceRuntime>]) {
-    for svc in services {
-        let Some(probe) = &svc.probe else {
-            continue;
-        };
-        if probe.started.swap(true, Ordering::SeqCst) {
-            continue;
-        }
-        let interval = probe.interval;
-        let weak: Weak<HealthProbe> = Arc::downgrade(probe);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(probe) = weak.upgrade() else {
-                    return;
-                };
-                probe.registry.run_health_check(true).await;
-            }
-        });
     }
 }

@@ -18,8 +18,8 @@
 //! `LoadBalancer::select_with` wraps its selector in a `HashSet` of SipHashed backends
 //! for the same guarantee, ~1.9k instructions per pick (`benches/selection.rs`).
 
+use super::config::Balance;
 use super::UpstreamState;
-use crate::config::Balance;
 use pingora::lb::selection::consistent::KetamaHashing;
 use pingora::lb::selection::{BackendIter, BackendSelection};
 use pingora::lb::Backend;

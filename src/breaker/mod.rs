@@ -16,21 +16,13 @@
 //! take a small mutex, never held across an `.await`. Time comes from a [`Clock`] so
 //! tests drive it by hand.
 
+mod config;
+
+pub use config::{BreakerConfig, RawBreaker};
+
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BreakerConfig {
-    /// Consecutive failures that open the breaker.
-    pub failures: u32,
-    /// How long it stays open before letting probes through.
-    pub open_for: Duration,
-    /// Probes allowed at once while half-open.
-    pub half_open_requests: u32,
-    /// Probe successes needed to close again.
-    pub successes_to_close: u32,
-}
+use std::time::{Instant, SystemTime};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {

@@ -1,6 +1,8 @@
 //! Assemble the Pingora `Server`: the proxy service on every `listen` address, the admin
 //! service, and the background service that runs health checks.
 
+pub mod config;
+
 use crate::admin::AdminApp;
 use crate::config::Config;
 use crate::metrics::Metrics;

@@ -1,0 +1,166 @@
+//! Upstream attempts: choosing the upstream for each try, counting each try's outcome
+//! exactly once (metric and circuit breaker), and deciding whether a failed try may be
+//! sent again: connect failures go to another upstream for any method; a request the
+//! upstream may have acted on is repeated only when it is safe to (idempotent, its body
+//! replayable, nothing sent to the client yet) and the service's retry budget allows.
+
+use super::forward::choose_request_policy;
+use super::request::hash_key;
+use super::{Ctx, Gateway};
+use crate::error::GatewayError;
+use crate::metrics::Outcome;
+use crate::upstream::{Balance, Selection};
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+impl Gateway {
+    /// `upstream_peer`: the next upstream for this request, with its breaker ticket and
+    /// in-flight guard, as a peer carrying the service's timeouts.
+    pub(super) fn next_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let rt = ctx
+            .rt
+            .clone()
+            .ok_or_else(|| Error::explain(InternalError, "no runtime snapshot"))?;
+        let svc = ctx
+            .route
+            .and_then(|i| rt.routes.get(i))
+            .map(|r| &r.service)
+            .ok_or_else(|| Error::explain(InternalError, "no route"))?;
+        if ctx.service_guard.is_none() {
+            ctx.service_guard = Some(svc.inflight.begin());
+            svc.retry_budget.deposit();
+        }
+        let key = if svc.config.balance == Balance::ConsistentHash {
+            hash_key(session, ctx, &svc.config.hash_key)
+        } else {
+            Vec::new()
+        };
+        let (i, ticket) = match svc.select(&key, &ctx.tried) {
+            Selection::Chosen(i, ticket) => (i, ticket),
+            Selection::Unavailable { retry_after } => {
+                ctx.error = Some(GatewayError::NoHealthyUpstream { retry_after });
+                return Error::e_explain(HTTPStatus(503), "no healthy upstream");
+            }
+        };
+        ctx.tried.push(i);
+        ctx.attempt_recorded = false;
+        ctx.ticket = Some(ticket);
+        ctx.upstream_guard = Some(svc.upstreams[i].state.inflight.begin());
+        let mut peer = svc.peer(i);
+        choose_request_policy(session, &mut peer, ctx);
+        if ctx.websocket {
+            // A WebSocket may stay quiet far longer than an HTTP read: its inactivity
+            // limit is the service's `idle` timeout, both ways.
+            let idle = Some(svc.config.timeouts.idle);
+            peer.options.read_timeout = idle;
+            peer.options.write_timeout = idle;
+            session.set_read_timeout(idle);
+            session.set_write_timeout(idle);
+        }
+        Ok(Box::new(peer))
+    }
+
+    /// `fail_to_connect`: nothing reached the upstream, so any method may go to another
+    /// upstream, and the retry adds no upstream load: it is bounded by `attempts` only.
+    pub(super) fn connect_failed(&self, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+        let outcome = match e.etype() {
+            ConnectTimedout => Outcome::Timeout,
+            ConnectRefused => Outcome::Refused,
+            _ => Outcome::Error,
+        };
+        self.finish_attempt(ctx, outcome);
+        ctx.upstream_guard = None;
+        e.set_retry(attempts_left(ctx));
+        e
+    }
+
+    /// `error_while_proxy`: the upstream may have acted on the request.
+    pub(super) fn proxy_failed(
+        &self,
+        session: &Session,
+        ctx: &mut Ctx,
+        peer: &HttpPeer,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        let outcome = match e.etype() {
+            ReadTimedout | WriteTimedout => Outcome::Timeout,
+            _ => Outcome::Error,
+        };
+        // A 5xx already counted in upstream_response_filter is not counted twice.
+        self.finish_attempt(ctx, outcome);
+        ctx.upstream_guard = None;
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if std::mem::take(&mut ctx.retrying_status) {
+            // `upstream_status` already decided (and spent the budget): a 5xx it turned
+            // into this error is retried, never answered as an error.
+            e.set_retry(true);
+            return e;
+        }
+        e.set_retry(replay_safe(session) && self.may_retry(ctx));
+        e
+    }
+
+    /// `upstream_response_filter`: count the attempt (a 5xx other than 501 is a failure);
+    /// a failed one is turned into an error, so the loop retries it elsewhere, when that
+    /// is safe and another upstream could answer.
+    pub(super) fn upstream_status(
+        &self,
+        session: &Session,
+        ctx: &mut Ctx,
+        code: u16,
+    ) -> Result<()> {
+        let failed = code >= 500 && code != 501;
+        self.finish_attempt(ctx, if failed { Outcome::Error } else { Outcome::Ok });
+        if failed
+            && replay_safe(session)
+            && ctx.service().is_some_and(|svc| svc.upstreams.len() > 1)
+            && self.may_retry(ctx)
+        {
+            // Not sent downstream: error_while_proxy sees this and the loop retries.
+            ctx.retrying_status = true;
+            return Error::e_explain(HTTPStatus(code), "upstream 5xx, retrying elsewhere");
+        }
+        Ok(())
+    }
+
+    /// Count the current attempt's outcome exactly once: the metric, and the breaker
+    /// (anything but `Ok` is a failure).
+    pub(super) fn finish_attempt(&self, ctx: &mut Ctx, outcome: Outcome) {
+        if ctx.attempt_recorded {
+            return;
+        }
+        ctx.attempt_recorded = true;
+        if let Some(ticket) = ctx.ticket.take() {
+            ticket.record(outcome == Outcome::Ok);
+        }
+        let (Some(svc), Some(&i)) = (ctx.service(), ctx.tried.last()) else {
+            return;
+        };
+        let state = &svc.upstreams[i].state;
+        let counters = state
+            .attempt_counters
+            .get_or_init(|| self.metrics.attempt_counters(&svc.name, &state.address));
+        counters[outcome.index()].inc();
+    }
+
+    /// Whether a request the upstream already received may be sent again: within the
+    /// first try plus `retries`, and within the service's retry budget (which this
+    /// call spends), so failing upstreams do not face a retry storm.
+    fn may_retry(&self, ctx: &Ctx) -> bool {
+        attempts_left(ctx) && ctx.service().is_some_and(|svc| svc.retry_budget.withdraw())
+    }
+}
+
+/// Whether the request can be sent again as it was: a method that may be repeated, a
+/// body still held in the retry buffer, and nothing sent to the client yet.
+fn replay_safe(session: &Session) -> bool {
+    session.req_header().method.is_idempotent()
+        && !session.as_ref().retry_buffer_truncated()
+        && session.response_written().is_none()
+}
+
+/// Whether the first try plus `retries` leaves another attempt.
+fn attempts_left(ctx: &Ctx) -> bool {
+    ctx.service()
+        .is_some_and(|svc| ctx.tried.len() <= svc.config.retries as usize)
+}

@@ -1,0 +1,141 @@
+//! The response cache in the proxy phases: look up (serve a hit, wait for a concurrent
+//! fill, or lead the fill) in `request_filter`, and store what the upstream answers.
+
+use super::request::{request_host, Admit};
+use super::{Ctx, Gateway};
+use crate::cache::{CacheStatus, CachedResponse, Lookup, RequestInfo, RouteCache, WaitOutcome};
+use crate::error::GatewayError;
+use crate::routing::Route;
+use bytes::Bytes;
+use http::header;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use std::sync::Arc;
+
+/// The parts of the request the cache keys and classifies on.
+fn request_info(req: &RequestHeader) -> RequestInfo<'_> {
+    RequestInfo {
+        method: &req.method,
+        host: request_host(req).unwrap_or(""),
+        path_and_query: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+        headers: &req.headers,
+    }
+}
+
+impl Gateway {
+    /// Serve a hit, wait for a concurrent fill, or become the one that fills.
+    pub(super) async fn cache_lookup(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        route: &Route,
+        cache: Arc<RouteCache>,
+    ) -> Result<Admit, GatewayError> {
+        let lookup = cache.lookup(&request_info(session.req_header()));
+        ctx.cache = Some(cache);
+        let hit = match lookup {
+            Lookup::Hit(r) => r,
+            Lookup::Bypass => {
+                ctx.cache_status = Some(CacheStatus::Bypass);
+                return Ok(Admit::Proxy);
+            }
+            Lookup::Miss(guard) => {
+                ctx.cache_status = Some(CacheStatus::Miss);
+                ctx.cache_fill = Some(Box::new(guard));
+                return Ok(Admit::Proxy);
+            }
+            Lookup::Wait(waiter) => {
+                // As long as the leader may take: connecting plus reading its answer.
+                let t = &route.service.config.timeouts;
+                match waiter.wait(t.connect + t.read).await {
+                    WaitOutcome::Hit(r) => r,
+                    WaitOutcome::Fetch => {
+                        ctx.cache_status = Some(CacheStatus::Miss);
+                        return Ok(Admit::Proxy);
+                    }
+                }
+            }
+        };
+        ctx.cache_status = Some(CacheStatus::Hit);
+        self.serve_cached(session, ctx, &hit)
+            .await
+            .map_err(|_| GatewayError::Internal)?;
+        Ok(Admit::Served)
+    }
+
+    /// Answer from the cache: the stored status, headers and body, plus `Age`.
+    async fn serve_cached(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        hit: &CachedResponse,
+    ) -> Result<()> {
+        let mut resp = ResponseHeader::build(hit.status, Some(hit.headers.len() + 6))?;
+        for (name, value) in &hit.headers {
+            resp.append_header(name.clone(), value.clone())?;
+        }
+        resp.insert_header(header::AGE, hit.age_secs())?;
+        self.decorate(session, &mut resp, ctx);
+        ctx.own_status = hit.status;
+        let head = session.req_header().method == http::Method::HEAD || hit.body.is_empty();
+        session.write_response_header(Box::new(resp), head).await?;
+        if !head {
+            session
+                .write_response_body(Some(hit.body.clone()), true)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// On the upstream's response header: start collecting the body if this request is
+    /// filling the cache and the response may be stored; else release the waiters now.
+    pub(super) fn cache_response_header(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut Ctx,
+    ) {
+        let (Some(cache), true) = (&ctx.cache, ctx.cache_fill.is_some()) else {
+            return;
+        };
+        let status = resp.status.as_u16();
+        let info = request_info(session.req_header());
+        match cache.storable(&info, status, &resp.headers) {
+            Some(ttl) => {
+                ctx.cache_collector = Some(Box::new(cache.collector(status, &resp.headers, ttl)))
+            }
+            None => ctx.cache_fill = None,
+        }
+    }
+
+    /// On each upstream body chunk: collect; at the end, store and release the waiters.
+    pub(super) fn cache_response_body(&self, body: &Option<Bytes>, end: bool, ctx: &mut Ctx) {
+        let Some(collector) = ctx.cache_collector.as_mut() else {
+            return;
+        };
+        if let Some(chunk) = body {
+            if !collector.push(chunk) {
+                ctx.cache_collector = None;
+                ctx.cache_fill = None;
+                return;
+            }
+        }
+        if end {
+            let stored = ctx.cache_collector.take().and_then(|c| (*c).finish());
+            if let (Some(guard), Some(entry)) = (ctx.cache_fill.take(), stored) {
+                guard.store(entry);
+            }
+        }
+    }
+
+    /// `gatehouse_cache_requests_total` for this request's cache status (at its end).
+    pub(super) fn count_cache(&self, ctx: &Ctx) {
+        if let Some(result) = ctx.cache_status.and_then(CacheStatus::metric_label) {
+            self.metrics
+                .cache_requests
+                .with_label_values(&[ctx.route_label(), result])
+                .inc();
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! The `routes:` section: raw serde shapes and their validation into [`RouteConfig`]s,
+//! with every reference to a service, verifier or policy checked against the names the
+//! other sections declare.
+
+use crate::cache::{CachePolicy, RawCache};
+use crate::config::de::{de, valid_name, OneOrMany};
+use crate::config::error::{collect, ConfigError};
+use crate::transform::{Cors, HeaderRules, IpRules, RawCors, RawHeaderRules};
+use serde::Deserialize;
+use serde_yaml::Value;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: String,
+    #[serde(rename = "match")]
+    matcher: RawMatch,
+    service: String,
+    #[serde(default)]
+    strip_prefix: bool,
+    auth: Option<String>,
+    #[serde(default)]
+    rate_limit: Vec<String>,
+    request_headers: Option<RawHeaderRules>,
+    response_headers: Option<RawHeaderRules>,
+    cors: Option<RawCors>,
+    allow_ips: Option<Vec<String>>,
+    deny_ips: Option<Vec<String>>,
+    cache: Option<RawCache>,
+    #[serde(default)]
+    compression: bool,
+    #[serde(default)]
+    websocket: bool,
+    require_claims: Option<BTreeMap<String, OneOrMany>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMatch {
+    host: Option<String>,
+    path_prefix: Option<String>,
+    methods: Option<Vec<String>>,
+}
+
+/// One validated route, in file order.
+#[derive(Debug, Clone, Default)]
+pub struct RouteConfig {
+    pub name: String,
+    /// Lower-case; `*.example.com` matches any sub-domain.
+    pub host: Option<String>,
+    /// Normalised: starts with `/`, no trailing `/` (except the root itself).
+    pub path_prefix: String,
+    /// Empty = any method.
+    pub methods: Vec<http::Method>,
+    pub service: String,
+    pub strip_prefix: bool,
+    /// The name of a `jwt:` verifier; `None` = public route.
+    pub auth: Option<String>,
+    /// Claim name → accepted values (any one of them).
+    pub require_claims: Vec<(String, Vec<String>)>,
+    /// Rate-limit policy names, all of which must allow.
+    pub rate_limit: Vec<String>,
+    pub cache: Option<CachePolicy>,
+    pub policy: Arc<RoutePolicy>,
+}
+
+/// The compiled traffic policies of one route: what it rewrites, who it admits, what it
+/// lets through.
+#[derive(Debug, Default)]
+pub struct RoutePolicy {
+    pub request_headers: HeaderRules,
+    pub response_headers: HeaderRules,
+    pub cors: Option<Cors>,
+    pub ip_rules: Option<IpRules>,
+    pub compression: bool,
+    pub websocket: bool,
+}
+
+/// The names a route may refer to: every one declared in its section, valid or not, so
+/// a route naming a service with errors of its own is not reported a second time.
+pub struct Names<'a> {
+    pub services: &'a [String],
+    pub verifiers: &'a [String],
+    pub policies: &'a [String],
+}
+
+const METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
+];
+
+/// Validate the `routes:` section; a route with errors is left out (and its errors are
+/// in `errors`).
+pub fn validate_routes(
+    v: Option<Value>,
+    names: &Names,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<RouteConfig> {
+    let items = match v {
+        Some(Value::Sequence(items)) if !items.is_empty() => items,
+        _ => {
+            errors.push(ConfigError::new(
+                "routes",
+                "at least one route is required (a list of { name, match, service })",
+            ));
+            return vec![];
+        }
+    };
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let path = format!("routes[{i}]");
+        let Some(raw) = de::<RawRoute>(item, &path, errors) else {
+            continue;
+        };
+        let before = errors.len();
+        if !valid_name(&raw.name) {
+            errors.push(ConfigError::new(
+                format!("{path}.name"),
+                "route names use letters, digits, '-', '_' and '.' (1-64 characters)",
+            ));
+        } else if !seen.insert(raw.name.clone()) {
+            errors.push(ConfigError::new(
+                format!("{path}.name"),
+                format!("duplicate route name {:?}", raw.name),
+            ));
+        }
+        check_refs(&raw, &path, names, errors);
+        let m = raw.matcher;
+        let host = m.host.map(|h| h.trim().to_ascii_lowercase());
+        if let Some(h) = &host {
+            let bare = h.strip_prefix("*.").unwrap_or(h);
+            if bare.is_empty()
+                || !bare
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':'))
+            {
+                errors.push(ConfigError::new(
+                    format!("{path}.match.host"),
+                    format!("invalid host {h:?} (e.g. api.example.com or *.example.com)"),
+                ));
+            }
+        }
+        let prefix = m.path_prefix.unwrap_or_else(|| "/".to_string());
+        if !prefix.starts_with('/') || prefix.contains(['?', '#', ' ']) {
+            errors.push(ConfigError::new(
+                format!("{path}.match.path_prefix"),
+                format!("must be a path starting with '/', got {prefix:?}"),
+            ));
+        }
+        let mut methods = Vec::new();
+        for (j, name) in m.methods.unwrap_or_default().iter().enumerate() {
+            let upper = name.to_ascii_uppercase();
+            match http::Method::from_bytes(upper.as_bytes()) {
+                Ok(method) if METHODS.contains(&upper.as_str()) => {
+                    if !methods.contains(&method) {
+                        methods.push(method);
+                    }
+                }
+                _ => errors.push(ConfigError::new(
+                    format!("{path}.match.methods[{j}]"),
+                    format!("unknown method {name:?} (valid: {})", METHODS.join(", ")),
+                )),
+            }
+        }
+        let mut require_claims = Vec::new();
+        for (claim, values) in raw.require_claims.unwrap_or_default() {
+            let values = values.into_vec();
+            if raw.auth.is_none() {
+                errors.push(ConfigError::new(
+                    format!("{path}.require_claims"),
+                    "needs auth: a route without a verifier has no claims",
+                ));
+                break;
+            }
+            if values.is_empty() {
+                errors.push(ConfigError::new(
+                    format!("{path}.require_claims.{claim}"),
+                    "list at least one accepted value",
+                ));
+            }
+            require_claims.push((claim, values));
+        }
+        let rules = |raw: &Option<RawHeaderRules>, key: &str| {
+            raw.as_ref().map_or(Ok(HeaderRules::default()), |r| {
+                crate::transform::build_header_rules(r, &format!("{path}.{key}"), true)
+            })
+        };
+        let policy = RoutePolicy {
+            request_headers: collect(rules(&raw.request_headers, "request_headers"), errors)
+                .unwrap_or_default(),
+            response_headers: collect(rules(&raw.response_headers, "response_headers"), errors)
+                .unwrap_or_default(),
+            cors: raw.cors.as_ref().and_then(|c| {
+                collect(
+                    crate::transform::build_cors(c, &format!("{path}.cors")),
+                    errors,
+                )
+            }),
+            ip_rules: collect(
+                crate::transform::build_ip_rules(
+                    raw.allow_ips.as_deref(),
+                    raw.deny_ips.as_deref(),
+                    &path,
+                ),
+                errors,
+            )
+            .flatten(),
+            compression: raw.compression,
+            websocket: raw.websocket,
+        };
+        let cache = raw
+            .cache
+            .as_ref()
+            .and_then(|c| collect(crate::cache::build(c, &format!("{path}.cache")), errors));
+        if errors.len() == before {
+            out.push(RouteConfig {
+                name: raw.name,
+                host,
+                path_prefix: normalise_prefix(&prefix),
+                methods,
+                service: raw.service,
+                strip_prefix: raw.strip_prefix,
+                auth: raw.auth,
+                require_claims,
+                rate_limit: raw.rate_limit,
+                cache,
+                policy: Arc::new(policy),
+            });
+        }
+    }
+    out
+}
+
+/// The route's service, verifier and policies must be declared.
+fn check_refs(raw: &RawRoute, path: &str, names: &Names, errors: &mut Vec<ConfigError>) {
+    if !names.services.contains(&raw.service) {
+        errors.push(ConfigError::new(
+            format!("{path}.service"),
+            format!(
+                "unknown service {:?} (known: {})",
+                raw.service,
+                names.services.join(", ")
+            ),
+        ));
+    }
+    if let Some(a) = &raw.auth {
+        if !names.verifiers.contains(a) {
+            errors.push(ConfigError::new(
+                format!("{path}.auth"),
+                format!(
+                    "unknown jwt verifier {a:?} (known: {})",
+                    names.verifiers.join(", ")
+                ),
+            ));
+        }
+    }
+    for (j, name) in raw.rate_limit.iter().enumerate() {
+        if !names.policies.contains(name) {
+            errors.push(ConfigError::new(
+                format!("{path}.rate_limit[{j}]"),
+                format!(
+                    "unknown rate-limit policy {name:?} (known: {})",
+                    names.policies.join(", ")
+                ),
+            ));
+        }
+    }
+}
+
+/// `/api/users/` → `/api/users`; `/` stays `/`; `//a` → `/a`.
+fn normalise_prefix(p: &str) -> String {
+    let segments: Vec<&str> = p.split('/').filter(|s| !s.is_empty()).collect();
+    format!("/{}", segments.join("/"))
+}

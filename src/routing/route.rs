@@ -1,0 +1,42 @@
+//! One compiled route: what it matches and everything it does to a request, resolved
+//! once per config load. A phase reads `route.auth`, `route.limits`, `route.service`, …
+//! and nothing else.
+
+use super::{Routable, RouteMatch, RoutePolicy};
+use crate::auth::Verifier;
+use crate::cache::RouteCache;
+use crate::metrics::RouteMetrics;
+use crate::ratelimit::Policy;
+use crate::upstream::ServiceRuntime;
+use std::sync::Arc;
+
+pub struct Route {
+    /// The config name: the `route` metric label.
+    pub name: Arc<str>,
+    pub matcher: RouteMatch,
+    /// Remove the matched prefix before forwarding.
+    pub strip_prefix: bool,
+    pub service: Arc<ServiceRuntime>,
+    /// `None` on a public route.
+    pub auth: Option<RouteAuth>,
+    /// The rate-limit policies that must all allow (empty: none).
+    pub limits: Box<[Arc<Policy>]>,
+    /// Kept across reloads while the route's cache settings are unchanged.
+    pub cache: Option<Arc<RouteCache>>,
+    pub policy: Arc<RoutePolicy>,
+    /// Metric children, resolved on first use.
+    pub metrics: RouteMetrics,
+}
+
+/// What an auth route checks.
+pub struct RouteAuth {
+    pub verifier: Arc<Verifier>,
+    /// Claim name → accepted values (any one of them).
+    pub require_claims: Vec<(String, Vec<String>)>,
+}
+
+impl Routable for Route {
+    fn route_match(&self) -> &RouteMatch {
+        &self.matcher
+    }
+}

@@ -1,0 +1,466 @@
+//! The `services:` section: raw serde shapes and their validation into
+//! [`ServiceConfig`]s (upstreams, balancing, health checks, timeouts, retries, breakers).
+
+use crate::breaker::{BreakerConfig, RawBreaker};
+use crate::config::de::{de, valid_name};
+use crate::config::error::ConfigError;
+use crate::config::units::Dur;
+use serde::Deserialize;
+use serde_yaml::Value;
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    upstreams: Vec<RawUpstream>,
+    balance: Option<String>,
+    hash_key: Option<String>,
+    health_check: Option<RawHealthCheck>,
+    timeouts: Option<RawTimeouts>,
+    retries: Option<RawRetries>,
+    circuit_breaker: Option<RawBreaker>,
+    /// Speak HTTP/2 (prior knowledge, h2c) to these upstreams.
+    #[serde(default)]
+    http2: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    address: String,
+    weight: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealthCheck {
+    #[serde(rename = "type")]
+    kind: String,
+    path: Option<String>,
+    host: Option<String>,
+    expect_status: Option<u16>,
+    interval: Option<Dur>,
+    timeout: Option<Dur>,
+    healthy_after: Option<u32>,
+    unhealthy_after: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    connect: Option<Dur>,
+    read: Option<Dur>,
+    write: Option<Dur>,
+    idle: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetries {
+    attempts: u32,
+    /// Retries allowed as a fraction of recent requests (0.2 = 20%).
+    budget: Option<f64>,
+    /// Retries always allowed per second, whatever the ratio.
+    min_per_second: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    Weighted,
+    LeastConnections,
+    ConsistentHash,
+    Random,
+}
+
+impl Balance {
+    const NAMES: &'static str = "round_robin, weighted, least_connections, consistent_hash, random";
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "round_robin" => Balance::RoundRobin,
+            "weighted" => Balance::Weighted,
+            "least_connections" => Balance::LeastConnections,
+            "consistent_hash" => Balance::ConsistentHash,
+            "random" => Balance::Random,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round_robin",
+            Balance::Weighted => "weighted",
+            Balance::LeastConnections => "least_connections",
+            Balance::ConsistentHash => "consistent_hash",
+            Balance::Random => "random",
+        }
+    }
+}
+
+/// What a consistent-hash service hashes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    Header(http::HeaderName),
+    Cookie(String),
+    /// A claim of the verified JWT (`jwt.sub`); routes without auth fall back to the IP.
+    Claim(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    /// As configured; also the `upstream` metric label.
+    pub address: String,
+    pub addr: SocketAddr,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthKind {
+    Tcp,
+    Http {
+        path: String,
+        host: Option<String>,
+        expect_status: u16,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    pub kind: HealthKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_after: u32,
+    pub unhealthy_after: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub write: Duration,
+    pub idle: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub upstreams: Vec<UpstreamConfig>,
+    pub balance: Balance,
+    pub hash_key: HashKey,
+    pub health_check: Option<HealthCheckConfig>,
+    pub timeouts: Timeouts,
+    /// Extra tries after the first one.
+    pub retries: u32,
+    /// Retries allowed per thousand recent requests, plus a floor per second.
+    pub retry_budget_permille: u32,
+    pub retry_min_per_second: u32,
+    pub circuit_breaker: Option<BreakerConfig>,
+    pub http2: bool,
+}
+
+pub const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
+    connect: Duration::from_secs(3),
+    read: Duration::from_secs(30),
+    write: Duration::from_secs(30),
+    idle: Duration::from_secs(60),
+};
+
+/// The valid services, and the names of all declared ones (valid or not), so a route
+/// naming a service that has its own errors is not reported a second time.
+pub fn validate_services(
+    v: Option<Value>,
+    errors: &mut Vec<ConfigError>,
+) -> (BTreeMap<String, ServiceConfig>, Vec<String>) {
+    let mut out = BTreeMap::new();
+    let mut declared = Vec::new();
+    let map = match v {
+        Some(Value::Mapping(m)) if !m.is_empty() => m,
+        _ => {
+            errors.push(ConfigError::new(
+                "services",
+                "at least one service is required (a map of name -> { upstreams: [...] })",
+            ));
+            return (out, declared);
+        }
+    };
+    for (k, v) in map {
+        let Some(name) = k.as_str().map(str::to_string) else {
+            errors.push(ConfigError::new(
+                "services",
+                "service names must be strings",
+            ));
+            continue;
+        };
+        let path = format!("services.{name}");
+        declared.push(name.clone());
+        if !valid_name(&name) {
+            errors.push(ConfigError::new(
+                &path,
+                "service names use letters, digits, '-', '_' and '.'",
+            ));
+        }
+        let Some(raw) = de::<RawService>(v, &path, errors) else {
+            continue;
+        };
+        if let Some(svc) = validate_service(name.clone(), raw, &path, errors) {
+            out.insert(name, svc);
+        }
+    }
+    (out, declared)
+}
+
+fn validate_service(
+    name: String,
+    raw: RawService,
+    path: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<ServiceConfig> {
+    let before = errors.len();
+    if raw.upstreams.is_empty() {
+        errors.push(ConfigError::new(
+            format!("{path}.upstreams"),
+            "at least one upstream is required",
+        ));
+    }
+    let mut upstreams: Vec<UpstreamConfig> = Vec::new();
+    for (i, u) in raw.upstreams.iter().enumerate() {
+        let upath = format!("{path}.upstreams[{i}]");
+        let weight = u.weight.unwrap_or(1);
+        if !(1..=1000).contains(&weight) {
+            errors.push(ConfigError::new(
+                format!("{upath}.weight"),
+                "must be between 1 and 1000",
+            ));
+        }
+        match resolve(&u.address) {
+            Ok(addr) => {
+                if upstreams.iter().any(|x| x.addr == addr) {
+                    errors.push(ConfigError::new(
+                        format!("{upath}.address"),
+                        format!("duplicate upstream {:?}", u.address),
+                    ));
+                }
+                upstreams.push(UpstreamConfig {
+                    address: u.address.clone(),
+                    addr,
+                    weight,
+                });
+            }
+            Err(msg) => errors.push(ConfigError::new(format!("{upath}.address"), msg)),
+        }
+    }
+    let balance = match raw.balance.as_deref() {
+        None => Balance::RoundRobin,
+        Some(b) => Balance::parse(b).unwrap_or_else(|| {
+            errors.push(ConfigError::new(
+                format!("{path}.balance"),
+                format!("unknown balance {b:?} (valid: {})", Balance::NAMES),
+            ));
+            Balance::RoundRobin
+        }),
+    };
+    let hash_key = match raw.hash_key.as_deref() {
+        None => HashKey::ClientIp,
+        Some(k) => {
+            if balance != Balance::ConsistentHash {
+                errors.push(ConfigError::new(
+                    format!("{path}.hash_key"),
+                    "only applies to balance: consistent_hash",
+                ));
+            }
+            parse_hash_key(k).unwrap_or_else(|msg| {
+                errors.push(ConfigError::new(format!("{path}.hash_key"), msg));
+                HashKey::ClientIp
+            })
+        }
+    };
+    let health_check = raw
+        .health_check
+        .and_then(|h| validate_health(h, &format!("{path}.health_check"), errors));
+    let t = raw.timeouts.unwrap_or_default();
+    let timeouts = Timeouts {
+        connect: t.connect.map_or(DEFAULT_TIMEOUTS.connect, |d| d.0),
+        read: t.read.map_or(DEFAULT_TIMEOUTS.read, |d| d.0),
+        write: t.write.map_or(DEFAULT_TIMEOUTS.write, |d| d.0),
+        idle: t.idle.map_or(DEFAULT_TIMEOUTS.idle, |d| d.0),
+    };
+    for (field, d) in [
+        ("connect", timeouts.connect),
+        ("read", timeouts.read),
+        ("write", timeouts.write),
+    ] {
+        if d.is_zero() {
+            errors.push(ConfigError::new(
+                format!("{path}.timeouts.{field}"),
+                "must be greater than 0",
+            ));
+        }
+    }
+    let retries = raw.retries.as_ref().map_or(1, |r| r.attempts);
+    if retries > 10 {
+        errors.push(ConfigError::new(
+            format!("{path}.retries.attempts"),
+            "must be between 0 and 10",
+        ));
+    }
+    let ratio = raw.retries.as_ref().and_then(|r| r.budget).unwrap_or(0.2);
+    if !(0.0..=1.0).contains(&ratio) {
+        errors.push(ConfigError::new(
+            format!("{path}.retries.budget"),
+            "must be a fraction between 0 and 1 (0.2 = retries up to 20% of requests)",
+        ));
+    }
+    let floor = raw
+        .retries
+        .as_ref()
+        .and_then(|r| r.min_per_second)
+        .unwrap_or(10);
+    let circuit_breaker = raw
+        .circuit_breaker
+        .map(|b| BreakerConfig::from_raw(b, &format!("{path}.circuit_breaker"), errors));
+    (errors.len() == before).then_some(ServiceConfig {
+        name,
+        upstreams,
+        balance,
+        hash_key,
+        health_check,
+        timeouts,
+        retries,
+        retry_budget_permille: (ratio * 1000.0).round() as u32,
+        retry_min_per_second: floor,
+        circuit_breaker,
+        http2: raw.http2,
+    })
+}
+
+fn resolve(address: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = address.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if !address.contains(':') {
+        return Err(format!("invalid address {address:?} (expected HOST:PORT)"));
+    }
+    match address.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("{address:?} resolved to no address")),
+        Err(e) => Err(format!("cannot resolve {address:?}: {e}")),
+    }
+}
+
+fn parse_hash_key(k: &str) -> Result<HashKey, String> {
+    const VALID: &str = "valid: client_ip, header:NAME, cookie:NAME, jwt.CLAIM";
+    if k == "client_ip" {
+        return Ok(HashKey::ClientIp);
+    }
+    if let Some(c) = k.strip_prefix("jwt.") {
+        if c.is_empty() {
+            return Err("jwt. needs a claim name, e.g. jwt.sub".to_string());
+        }
+        return Ok(HashKey::Claim(c.to_string()));
+    }
+    if let Some(h) = k.strip_prefix("header:") {
+        return http::HeaderName::from_bytes(h.trim().as_bytes())
+            .map(HashKey::Header)
+            .map_err(|_| format!("invalid header name {h:?}"));
+    }
+    if let Some(c) = k.strip_prefix("cookie:") {
+        let c = c.trim();
+        if c.is_empty() || c.contains([';', '=', ' ']) {
+            return Err(format!("invalid cookie name {c:?}"));
+        }
+        return Ok(HashKey::Cookie(c.to_string()));
+    }
+    Err(format!("unknown hash_key {k:?} ({VALID})"))
+}
+
+fn validate_health(
+    h: RawHealthCheck,
+    path: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<HealthCheckConfig> {
+    let before = errors.len();
+    let kind = match h.kind.as_str() {
+        "tcp" => {
+            for (field, set) in [
+                ("path", h.path.is_some()),
+                ("host", h.host.is_some()),
+                ("expect_status", h.expect_status.is_some()),
+            ] {
+                if set {
+                    errors.push(ConfigError::new(
+                        format!("{path}.{field}"),
+                        "only applies to type: http",
+                    ));
+                }
+            }
+            HealthKind::Tcp
+        }
+        "http" => {
+            let p = h.path.unwrap_or_else(|| "/".to_string());
+            if !p.starts_with('/') || p.contains(char::is_whitespace) {
+                errors.push(ConfigError::new(
+                    format!("{path}.path"),
+                    format!("must be an absolute path such as /health, got {p:?}"),
+                ));
+            }
+            let expect_status = h.expect_status.unwrap_or(200);
+            if !(100..=599).contains(&expect_status) {
+                errors.push(ConfigError::new(
+                    format!("{path}.expect_status"),
+                    "must be an HTTP status between 100 and 599",
+                ));
+            }
+            HealthKind::Http {
+                path: p,
+                host: h.host,
+                expect_status,
+            }
+        }
+        other => {
+            errors.push(ConfigError::new(
+                format!("{path}.type"),
+                format!("unknown health check type {other:?} (valid: http, tcp)"),
+            ));
+            HealthKind::Tcp
+        }
+    };
+    let interval = h.interval.map_or(Duration::from_secs(5), |d| d.0);
+    if interval < Duration::from_millis(50) {
+        errors.push(ConfigError::new(
+            format!("{path}.interval"),
+            "must be at least 50ms",
+        ));
+    }
+    let timeout = h.timeout.map_or(Duration::from_secs(1), |d| d.0);
+    if timeout.is_zero() {
+        errors.push(ConfigError::new(
+            format!("{path}.timeout"),
+            "must be greater than 0",
+        ));
+    }
+    let healthy_after = h.healthy_after.unwrap_or(2);
+    let unhealthy_after = h.unhealthy_after.unwrap_or(3);
+    for (field, n) in [
+        ("healthy_after", healthy_after),
+        ("unhealthy_after", unhealthy_after),
+    ] {
+        if !(1..=100).contains(&n) {
+            errors.push(ConfigError::new(
+                format!("{path}.{field}"),
+                "must be between 1 and 100",
+            ));
+        }
+    }
+    (errors.len() == before).then_some(HealthCheckConfig {
+        kind,
+        interval,
+        timeout,
+        healthy_after,
+        unhealthy_after,
+    })
+}
