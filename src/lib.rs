@@ -24,8 +24,8 @@
 /// The allocator of every binary built on this crate (the default `mimalloc` feature).
 /// It is declared here, not in `main.rs`: Pingora's generic proxy code is instantiated
 /// in this crate (for [`proxy::Gateway`]), and only the crate that declares the global
-/// allocator can inline it; elsewhere each of the ~80 allocations and frees per request
-/// goes through the `__rust_alloc` shim.
+/// allocator can inline it; elsewhere each of Pingora's many allocations and frees per
+/// request goes through the `__rust_alloc` shim.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

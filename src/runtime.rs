@@ -159,7 +159,9 @@ impl Runtime {
     /// Start what runs in the background for this snapshot and is not running yet:
     /// health-check loops and JWKS refreshers. Call from inside the tokio runtime.
     pub fn start_background(&self) {
-        crate::upstream::spawn_health_checks(&self.services);
+        for svc in &self.services {
+            svc.start_health_checks();
+        }
         for h in self.verifiers.values() {
             if h.verifier.needs_jwks() && !h.started.swap(true, Ordering::SeqCst) {
                 tokio::spawn(h.verifier.clone().run_jwks_refresher(h.stop.subscribe()));

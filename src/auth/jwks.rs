@@ -390,7 +390,3 @@ async fn shutdown_requested(rx: &mut watch::Receiver<bool>) {
         }
     }
 }
-
-#[cfg(test)]
-#[path = "jwks_tests.rs"]
-mod tests;

@@ -7,33 +7,13 @@
 //! finish. Waiters hold no lock while waiting and give up after their own timeout.
 
 use super::body::CachedResponse;
+use super::shared::{FillState, Shared};
 use super::store::Variant;
-use super::Shared;
 use http::HeaderMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-
-/// What a fill's waiters see.
-#[derive(Debug)]
-pub(super) enum FillState {
-    Pending,
-    Stored(Arc<Variant>),
-    /// The leader stored nothing (not storable, upstream error, client gone...).
-    Abandoned,
-}
-
-/// The in-flight record of a key in its shard; `id` makes sure a guard only ever removes
-/// its own record.
-pub(super) struct Inflight {
-    pub id: u64,
-    pub rx: watch::Receiver<FillState>,
-}
-
-pub(super) fn channel() -> (watch::Sender<FillState>, watch::Receiver<FillState>) {
-    watch::channel(FillState::Pending)
-}
 
 /// Proof that this request leads the fill of its key: fetch upstream, then either
 /// [`store`](Self::store) the response or drop the guard. Both release the waiters. Keep

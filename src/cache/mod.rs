@@ -19,39 +19,26 @@ mod body;
 mod config;
 mod fill;
 mod rules;
+mod shared;
 mod store;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_evict;
-#[cfg(test)]
-mod tests_fill;
 
 pub use body::{BodyCollector, CachedResponse};
 pub use config::{build, CachePolicy, RawCache};
 pub use fill::{FillGuard, WaitOutcome, Waiter};
-pub use rules::{CACHEABLE_STATUSES, MAX_VARIANTS};
+pub use rules::{RequestInfo, CACHEABLE_STATUSES, MAX_VARIANTS};
 
-use fill::Inflight;
 use http::{HeaderMap, Method};
 use rules::RequestClass;
+use shared::{Counters, Inflight, Shard, Shared};
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use store::{Store, Variant};
-
-/// The parts of a request the cache looks at.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestInfo<'a> {
-    pub method: &'a Method,
-    /// As the client sent it (`Host` or `:authority`); lower-cased for the key.
-    pub host: &'a str,
-    pub path_and_query: &'a str,
-    pub headers: &'a HeaderMap,
-}
+use store::Store;
 
 /// What the cache did for one request: the `X-Cache` header and the
 /// `gatehouse_cache_requests_total` result.
@@ -107,64 +94,6 @@ pub struct CacheStats {
     pub bypasses: u64,
     pub stores: u64,
     pub evictions: u64,
-}
-
-#[derive(Default)]
-struct Counters {
-    hits: AtomicU64,
-    misses: AtomicU64,
-    waits: AtomicU64,
-    bypasses: AtomicU64,
-    stores: AtomicU64,
-    evictions: AtomicU64,
-}
-
-struct Shard {
-    store: Store,
-    inflight: HashMap<Arc<str>, Inflight>,
-}
-
-/// State shared by a [`RouteCache`] and its outstanding guards and waiters, which may
-/// outlive the `RouteCache` across a reload.
-struct Shared {
-    policy: CachePolicy,
-    shards: Box<[Mutex<Shard>]>,
-    hasher: RandomState,
-    next_fill: AtomicU64,
-    stats: Counters,
-}
-
-impl Shared {
-    fn lock(&self, shard: usize) -> MutexGuard<'_, Shard> {
-        // A panic elsewhere cannot leave a shard half-updated in a way that matters more
-        // than losing the whole cache would.
-        self.shards[shard]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// End fill `id` of `key`: insert `variant` (if any) and remove the in-flight record in
-    /// one critical section, so a request arriving after it sees the entry, never a gap.
-    fn end_fill(
-        &self,
-        shard: usize,
-        key: &Arc<str>,
-        id: u64,
-        variant: Option<Arc<Variant>>,
-        now: Instant,
-    ) -> bool {
-        let mut guard = self.lock(shard);
-        let outcome = variant.and_then(|v| guard.store.insert(key.clone(), v, now));
-        if guard.inflight.get(&**key).is_some_and(|f| f.id == id) {
-            guard.inflight.remove(&**key);
-        }
-        drop(guard);
-        if let Some(evicted) = outcome {
-            self.stats.stores.fetch_add(1, Relaxed);
-            self.stats.evictions.fetch_add(evicted, Relaxed);
-        }
-        outcome.is_some()
-    }
 }
 
 /// One route's cache store. Long-lived: create it with [`RouteCache::new`] when a route with
@@ -264,7 +193,7 @@ impl RouteCache {
         }
         let id = self.shared.next_fill.fetch_add(1, Relaxed);
         let key: Arc<str> = key.into();
-        let (tx, rx) = fill::channel();
+        let (tx, rx) = shared::channel();
         guard.inflight.insert(key.clone(), Inflight { id, rx });
         drop(guard);
         stats.misses.fetch_add(1, Relaxed);

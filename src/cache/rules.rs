@@ -2,10 +2,20 @@
 //! may use the cache, which responses may be stored and for how long, and how `Vary`
 //! selects a variant. Pure functions over headers, so they are cheap to test.
 
-use super::{CachePolicy, RequestInfo};
+use super::config::CachePolicy;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Method;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The parts of a request the cache looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestInfo<'a> {
+    pub method: &'a Method,
+    /// As the client sent it (`Host` or `:authority`); lower-cased for the key.
+    pub host: &'a str,
+    pub path_and_query: &'a str,
+    pub headers: &'a HeaderMap,
+}
 
 /// Statuses a shared cache may store without explicit freshness (RFC 9110 §15.1,
 /// "heuristically cacheable"), minus 206: this cache does not handle ranges.

@@ -8,7 +8,7 @@
 //!
 //! | section | validated by |
 //! |---|---|
-//! | `listen`, `admin`, `server` | [`crate::server::config`] |
+//! | `listen`, `admin`, `server` | [`server`] (the process's own settings) |
 //! | `jwt` | [`crate::auth::config`] |
 //! | `rate_limits` | [`crate::ratelimit::config`] |
 //! | `services` | [`crate::upstream::config`] |
@@ -21,6 +21,7 @@
 pub mod de;
 pub mod env;
 pub mod error;
+pub mod server;
 pub mod units;
 
 pub use error::{ConfigError, ConfigErrors};
@@ -28,9 +29,9 @@ pub use error::{ConfigError, ConfigErrors};
 use crate::auth::JwtConfig;
 use crate::ratelimit::RateLimitConfig;
 use crate::routing::{Names, RouteConfig};
-use crate::server::config::{Listener, ServerSettings};
 use crate::upstream::config::ServiceConfig;
 use serde_yaml::Value;
+use server::{Listener, ServerSettings};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -116,9 +117,9 @@ fn validate(tree: Value, source: &Path, errors: &mut Vec<ConfigError>) -> Option
     }
     let mut take = |k: &str| top.remove(k);
 
-    let listen = crate::server::config::validate_listen(take("listen"), errors);
-    let admin = crate::server::config::validate_admin(take("admin"), &listen, errors);
-    let server = crate::server::config::validate_server(take("server"), errors);
+    let listen = server::validate_listen(take("listen"), errors);
+    let admin = server::validate_admin(take("admin"), &listen, errors);
+    let server = server::validate_server(take("server"), errors);
     let (jwt, verifiers) = crate::auth::validate(take("jwt"), errors);
     let (rate_limits, policies) = crate::ratelimit::validate(take("rate_limits"), errors);
     let (services, declared) = crate::upstream::config::validate_services(take("services"), errors);

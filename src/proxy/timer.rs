@@ -5,10 +5,10 @@
 /// pending timer; a timer registered later that is due before that plan wakes the
 /// driver with an `eventfd` write (a system call), whether or not it sleeps. Without a
 /// short timer pending, every request's upstream read timeout (30 s) comes before the
-/// pooled connections' idle timers (60 s) and makes that write: ~0.6 per request at a
-/// moderate request rate (1-2% of the CPU per request, measured side by side). With the
-/// tick pending, the plan is at most 1 s away and timers of 1 s or more (every default)
-/// wake no one.
+/// pooled connections' idle timers (60 s) and makes that write, often more than once
+/// per two requests (the README's benchmark notes give the cost). With the tick
+/// pending, the plan is at most 1 s away and timers of 1 s or more (every default) wake
+/// no one.
 pub(super) fn anchor_timer_wheel() {
     thread_local! {
         static ANCHORED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };

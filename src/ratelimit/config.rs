@@ -16,7 +16,7 @@ use std::time::Duration;
 /// Default `max_keys` of the memory store (see [`super::MemoryStore`] for the memory math).
 pub const DEFAULT_MAX_KEYS: u64 = 1_000_000;
 /// Smallest accepted `max_keys`: one entry per shard.
-pub const MIN_MAX_KEYS: u64 = super::memory::SHARDS as u64;
+pub const MIN_MAX_KEYS: u64 = 64;
 /// Default `redis.timeout`.
 pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(50);
 /// Default `redis.prefix`.

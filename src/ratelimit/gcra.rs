@@ -18,7 +18,7 @@
 //! one unit per request (1 ns, or 1 µs for Redis: rates above 1,000,000/s per key are
 //! capped there).
 
-use super::{Check, Decision, RateHeaders};
+use super::decision::{Check, Decision, RateHeaders};
 use std::time::Duration;
 
 /// One policy's GCRA parameters in clock units.
@@ -122,38 +122,5 @@ pub(crate) fn decide(checks: &[Check<'_>], outcomes: &[Outcome], units_per_sec: 
         rejected_by: refused.map(|(c, _)| c.policy.name.clone()),
         headers: Some(headers),
         store_error: false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MS: u64 = 1_000_000;
-
-    #[test]
-    fn exact_boundary() {
-        let r = Rate::new(Duration::from_secs(1), 10, 10, 1);
-        assert_eq!(r.period, 100 * MS);
-        let mut tat = 0;
-        for i in 0..10 {
-            let o = r.eval(tat, 0);
-            assert!(o.allowed, "request {i}");
-            assert_eq!(o.remaining, 9 - i);
-            tat = o.tat;
-        }
-        let o = r.eval(tat, 0);
-        assert!(!o.allowed);
-        assert_eq!(o.retry_after, 100 * MS);
-        assert_eq!(o.tat, tat, "a refusal charges nothing");
-        assert!(!r.eval(tat, 99 * MS).allowed);
-        assert!(r.eval(tat, 100 * MS).allowed);
-    }
-
-    #[test]
-    fn period_rounds_up() {
-        let r = Rate::new(Duration::from_secs(1), 3, 3, 1000);
-        assert_eq!(r.period, 333_334);
-        assert_eq!(r.horizon, 1_000_002);
     }
 }

@@ -12,16 +12,16 @@
 //! An entry is a hashbrown slot (`Box<str>` 16 B + `u64` 8 B + 1 control byte, at a load
 //! factor between 7/16 and 7/8: 29–57 B) plus the heap copy of `"<policy>\0<key>"` (a
 //! 24-byte key such as `per-ip\0ip:203.0.113.7` is a 32 B malloc chunk, ~40 B with
-//! allocator overhead): **about 70–100 B per entry**. Measured: 84 B/entry RSS for 1M
-//! `per-ip` buckets; a 3M-key flood against the default `max_keys: 1_000_000` stays at
-//! 88 MiB. Values up to [`super::MAX_KEY_VALUE_LEN`] bytes are accepted, so pathological
+//! allocator overhead): **about 70–100 B per entry** (the README gives the measured
+//! figure). Values up to [`super::MAX_KEY_VALUE_LEN`] bytes are accepted, so pathological
 //! 256-byte keys cost ~330 B each (at most ~330 MiB at the default cap). Each shard holds
 //! at most `max_keys / 64` entries.
 //!
 //! Idle buckets (TAT <= now) are equivalent to absent ones, so dropping them is exact.
 //! They are swept when a shard has doubled since its last sweep (amortised O(1) per
-//! insert, keeping a shard within 2x its live set or 1024 entries), and by [`MemoryStore::sweep`],
-//! which the integrator may call periodically to also hand memory back.
+//! insert, keeping a shard within 2x its live set or 1024 entries), and by
+//! [`MemoryStore::sweep`], which the server's supervisor calls every 30 s to also hand
+//! memory back.
 //!
 //! # At the cap
 //! When a shard is full, its idle buckets and about 1/16 of its live ones, those with the
@@ -33,8 +33,8 @@
 //! within one refill period, i.e. under a key flood, and it can only make limits laxer for
 //! the evicted keys, never refuse anyone wrongly.
 
+use super::decision::{Check, Decision};
 use super::gcra::{decide, Outcome, Rate};
-use super::{Check, Decision};
 use smallvec::SmallVec;
 use std::collections::hash_map::Entry;
 use std::collections::hash_map::RandomState;
@@ -45,6 +45,8 @@ use std::time::Instant;
 
 /// Number of shards.
 pub const SHARDS: usize = 64;
+// `max_keys` is validated against this: at least one entry per shard.
+const _: () = assert!(super::config::MIN_MAX_KEYS == SHARDS as u64);
 const NANOS_PER_SEC: u64 = 1_000_000_000;
 /// A shard is swept of idle buckets once it has grown to max(2 x its size after the last
 /// sweep, this).

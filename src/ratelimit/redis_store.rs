@@ -24,8 +24,8 @@
 //! it, so limiting resumes by itself once Redis is back.
 
 use super::config::{OnError, RedisSettings};
+use super::decision::{Check, Decision};
 use super::gcra::{decide, Outcome, Rate};
-use super::{Check, Decision};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

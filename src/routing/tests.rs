@@ -1,4 +1,6 @@
 use super::*;
+use http::Method;
+use std::borrow::Cow;
 
 /// A route as the table sees it, with a name to assert on.
 struct Named {

@@ -54,3 +54,6 @@ pub use cors::{build_cors, Cors, Preflight, RawCors};
 pub use headers::{build_header_rules, HeaderRules, HeaderSink, RawHeaderRules};
 pub use ip::{build_ip_rules, IpRules};
 pub use template::TemplateVars;
+
+#[cfg(test)]
+mod tests;

@@ -2,7 +2,6 @@
 //! loop that runs it for as long as a runtime uses the service's probe.
 
 use super::config::{HealthCheckConfig, HealthKind};
-use super::ServiceRuntime;
 use async_trait::async_trait;
 use pingora::http::RequestHeader;
 use pingora::lb::health_check::{HealthCheck, HealthObserve, HttpHealthCheck, TcpHealthCheck};
@@ -109,29 +108,24 @@ pub(super) fn health_check(
     }
 }
 
-/// Start the health-check loop of every service whose probe is not running yet. A loop
-/// holds only a weak reference to its probe, so it ends when no runtime uses the probe
-/// any more (the service was removed or its health-check settings changed).
-pub fn spawn_health_checks(services: &[Arc<ServiceRuntime>]) {
-    for svc in services {
-        let Some(probe) = &svc.probe else {
-            continue;
-        };
-        if probe.started.swap(true, Ordering::SeqCst) {
-            continue;
-        }
-        let interval = probe.interval;
-        let weak: Weak<HealthProbe> = Arc::downgrade(probe);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(probe) = weak.upgrade() else {
-                    return;
-                };
-                probe.registry.run_health_check(true).await;
-            }
-        });
+/// Start the probe's loop unless it runs already. The loop holds only a weak reference
+/// to its probe, so it ends when no runtime uses the probe any more (the service was
+/// removed or its health-check settings changed).
+pub(super) fn spawn(probe: &Arc<HealthProbe>) {
+    if probe.started.swap(true, Ordering::SeqCst) {
+        return;
     }
+    let interval = probe.interval;
+    let weak: Weak<HealthProbe> = Arc::downgrade(probe);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(probe) = weak.upgrade() else {
+                return;
+            };
+            probe.registry.run_health_check(true).await;
+        }
+    });
 }

@@ -3,23 +3,23 @@
 //! Each configured service holds Pingora's `Backends` over a static backend set, with
 //! Pingora's TCP or HTTP health check attached through a `HealthRegistry`, and a
 //! [`Selector`] that orders the upstreams for each request. The checks are driven by
-//! [`spawn_health_checks`], one task per service that lives exactly as long as the
-//! service's runtime object: when a reload drops a service, its checks stop.
+//! [`ServiceRuntime::start_health_checks`], one task per service that lives exactly as
+//! long as the service's runtime object: when a reload drops a service, its checks stop.
 //!
-//! Selection does not go through Pingora's `LoadBalancer::select_with`: that wraps the
-//! selector in a per-pick `HashSet` and SipHashes each backend twice (for the set and
-//! for its health), ~1.9k instructions per request, where [`Selector::candidates`]
-//! walks indices (see `benches/selection.rs`). Health is still Pingora's: a backend is
-//! out of rotation while `Backends::ready` says so.
+//! Selection does not go through Pingora's `LoadBalancer::select_with`, which wraps the
+//! selector in a per-pick `HashSet` and hashes each backend twice; [`Selector::candidates`]
+//! walks indices instead (`benches/selection.rs` compares the two). Health is still
+//! Pingora's: a backend is out of rotation while `Backends::ready` says so.
 
 pub mod config;
 mod health;
 pub mod selector;
+mod state;
 
 pub use config::{Balance, HashKey, ServiceConfig};
-pub use health::spawn_health_checks;
+pub use state::{InflightCounter, InflightGuard, UpstreamState};
 
-use crate::breaker::{Admission, Breaker, RetryBudget, SystemClock, Ticket};
+use crate::breaker::{Admission, RetryBudget, Ticket};
 use health::HealthProbe;
 use pingora::lb::discovery;
 use pingora::lb::{Backend, Backends, HealthRegistry};
@@ -27,62 +27,7 @@ use pingora::prelude::HttpPeer;
 use selector::{Member, Selector};
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-
-/// A count of requests in flight, shared by every request that holds a guard.
-#[derive(Debug, Default)]
-pub struct InflightCounter(AtomicUsize);
-
-impl InflightCounter {
-    pub fn get(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    /// Count one request until the guard drops, whatever path the request takes.
-    pub fn begin(self: &Arc<Self>) -> InflightGuard {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        InflightGuard(self.clone())
-    }
-}
-
-/// Decrements its counter on drop.
-#[derive(Debug)]
-pub struct InflightGuard(Arc<InflightCounter>);
-
-impl Drop for InflightGuard {
-    fn drop(&mut self) {
-        self.0 .0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// State of one upstream that outlives a single request.
-#[derive(Debug)]
-pub struct UpstreamState {
-    /// The configured address string; the `upstream` metric label.
-    pub address: Arc<str>,
-    /// Requests on this upstream now (least_connections reads it).
-    pub inflight: Arc<InflightCounter>,
-    /// Survives reloads with the upstream (keyed by address).
-    pub breaker: Arc<Breaker>,
-    /// `gatehouse_upstream_requests_total` for this upstream, by outcome, resolved on
-    /// first use (a label lookup hashes three strings under a lock).
-    pub attempt_counters: std::sync::OnceLock<[prometheus::IntCounter; 4]>,
-}
-
-impl UpstreamState {
-    pub fn new(service: &str, address: &str) -> Self {
-        UpstreamState {
-            address: address.into(),
-            inflight: Arc::default(),
-            breaker: Arc::new(Breaker::new(
-                &format!("{service}/{address}"),
-                Arc::new(SystemClock),
-            )),
-            attempt_counters: std::sync::OnceLock::new(),
-        }
-    }
-}
 
 /// The outcome of selection.
 pub enum Selection {
@@ -193,6 +138,13 @@ impl ServiceRuntime {
         })
     }
 
+    /// Start this service's health-check loop unless it runs already.
+    pub fn start_health_checks(&self) {
+        if let Some(probe) = &self.probe {
+            health::spawn(probe);
+        }
+    }
+
     /// Pick an upstream: healthy, admitted by its breaker, and not yet tried by this
     /// request if another one qualifies.
     pub fn select(&self, key: &[u8], tried: &[usize]) -> Selection {
@@ -273,3 +225,6 @@ impl ServiceRuntime {
         peer
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -522,3 +522,8 @@ fn minted_tokens_verify() {
     assert!(mint_hs256(b"k", "u", &bad, std::time::Duration::from_secs(1)).is_err());
     assert!(mint_hs256(b"", "u", &[], std::time::Duration::from_secs(1)).is_err());
 }
+
+mod cache;
+mod config;
+mod jwks;
+mod verifier;

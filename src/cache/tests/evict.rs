@@ -1,7 +1,7 @@
 //! Bounds tests: `max_entries`, `max_bytes`, LRU order, expired-first eviction, sharding.
 
-use super::tests::{fill, fill_at, hdrs, policy, req, GET};
-use super::*;
+use super::{fill, fill_at, hdrs, policy, req, GET};
+use crate::cache::*;
 
 #[test]
 fn eviction_by_entries_is_lru() {

@@ -1,8 +1,6 @@
 //! Assemble the Pingora `Server`: the proxy service on every `listen` address, the admin
 //! service, and the background service that runs health checks.
 
-pub mod config;
-
 use crate::admin::AdminApp;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -44,8 +42,8 @@ pub fn server_conf(config: &Config, opts: RunOptions) -> ServerConf {
         // Timeouts of 1 s and more (every default: connect 3 s, read/write 30 s, idle 60 s)
         // on Tokio's timer wheel, which drops a cancelled timer at once. Pingora's own
         // "fast" timer keeps a `Notify` per 10 ms deadline until it expires, behind a
-        // lock: ~1.3k more instructions per proxied request (two timers: the upstream
-        // read and the pooled connection's idle wait), for timers that almost never fire.
+        // lock, for two timers per proxied request (the upstream read and the pooled
+        // connection's idle wait) that almost never fire.
         fast_timeout_to_tokio_threshold_seconds: Some(0),
         ..ServerConf::default()
     }

@@ -1,15 +1,20 @@
 //! JWKS tests against a tiny HTTP server on 127.0.0.1:0 (loopback only). Waiting is
 //! bounded polling of observable state, never a fixed sleep.
 
-use super::*;
-use crate::auth::tests::{encoding_key, good_claims, mint, NOW};
+use super::{encoding_key, good_claims, mint, NOW};
+use crate::auth::jwks::*;
 use crate::auth::{build_verifiers, AuthError, RawJwt, Verifier};
 use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::Algorithm;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 #[derive(Clone)]
 struct Reply {

@@ -443,3 +443,5 @@ fn policy_value_is_built_once_and_follows_changes() {
     p.limit = 150;
     assert_eq!(p.policy_value(&p.params_for(None)), "150;w=0.5");
 }
+
+mod gcra;

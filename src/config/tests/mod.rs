@@ -141,3 +141,6 @@ fn invalid_yaml_names_the_line() {
     let errors = load("listen: [\n  - {").unwrap_err();
     assert!(errors[0].starts_with("line "), "{errors:?}");
 }
+
+mod env;
+mod units;

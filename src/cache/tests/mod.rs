@@ -488,3 +488,6 @@ fn stored_headers_drop_hop_by_hop_and_cookies() {
     assert_eq!(r.age_secs_at(now), 3);
     assert_eq!(r.expires_at(), now + Duration::from_secs(5));
 }
+
+mod evict;
+mod fill;

@@ -1,8 +1,8 @@
 //! Coalescing tests: one leader per cold key, waiters released on store, on drop and on
 //! timeout. Real waits stay in the low milliseconds.
 
-use super::tests::{hdrs, policy, req, GET};
-use super::*;
+use super::{hdrs, policy, req, GET};
+use crate::cache::*;
 use bytes::Bytes;
 use std::sync::Barrier;
 

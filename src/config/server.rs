@@ -1,9 +1,9 @@
 //! The process sections of the config file: `listen`, `admin` and `server`.
 
+use super::de::{de, parse_net};
+use super::error::ConfigError;
+use super::units::{Dur, Size};
 use crate::access_log::AccessLogFormat;
-use crate::config::de::{de, parse_net};
-use crate::config::error::ConfigError;
-use crate::config::units::{Dur, Size};
 use ipnet::IpNet;
 use serde::Deserialize;
 use serde_yaml::Value;
