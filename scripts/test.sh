@@ -12,6 +12,7 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)
+command -v python3 >/dev/null || need+=(python3)
 if ((${#need[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing: ${need[*]}"
@@ -34,6 +35,9 @@ echo "== clippy (every target: lib, bin, tests, benches, examples)"
 cargo clippy --release --all-targets --locked -- -D warnings
 # The build without the default mimalloc allocator (checked, not linked: a few seconds).
 cargo clippy --release --locked --no-default-features --bin gatehouse -- -D warnings
+echo "== import cycles (files, then top-level modules)"
+python3 scripts/import-cycles.py
+python3 scripts/import-cycles.py --modules
 echo "== build"
 # Only the binary here: the test run below builds the test targets, and clippy has
 # already type-checked the benches and examples (linking them would cost minutes).

@@ -1,25 +1,36 @@
 //! Gatehouse: an API gateway on Cloudflare's Pingora.
 //!
 //! # Layout
-//! Modules follow the request pipeline; [`proxy`] is the thin `ProxyHttp` glue that
-//! calls one of them per phase.
+//! Modules follow the request pipeline. [`proxy`] is the `ProxyHttp` implementation:
+//! each phase calls the one file that owns it. A request runs on one [`runtime`]
+//! snapshot, and its matched [`routing::Route`] holds everything the phases read: the
+//! service, auth, limits, cache and traffic policy.
 //!
 //! | module | phase / role |
 //! |---|---|
-//! | [`config`] | file → `${VAR}` expansion → raw serde structs → validated [`config::Config`] |
-//! | [`runtime`] | the snapshot built from a config, swapped whole behind `ArcSwap` |
-//! | [`routing`] | compiled route table → `request_filter` |
-//! | [`headers`] | client IP, trusted proxies, request id, forwarded headers |
-//! | [`upstream`] | Pingora `Backends` per service, selection, health checks → `upstream_peer` |
-//! | [`error`] | every gateway-made answer and its status/JSON mapping → `fail_to_proxy` |
+//! | [`config`] | file → `${VAR}` → each section validated by its owner → [`config::Config`] (data); leaves `config::{error, units, de}` |
+//! | [`runtime`] | [`runtime::Runtime::build`]: config → live objects (reusing what a reload keeps), swapped whole behind `ArcSwap` |
+//! | [`routing`] | `routes:` section, the compiled [`routing::Route`] and the route trie → `request_filter` |
+//! | [`headers`] | client IP, trusted proxies, request id, forwarded headers, hop-by-hop classification |
+//! | [`auth`] | `jwt:` section, JWT verifiers, JWKS refresh, verified-token cache → `request_filter` |
+//! | [`ratelimit`] | `rate_limits:` section, GCRA policies, memory and Redis stores → `request_filter` |
+//! | [`transform`] | header rules, CORS, IP rules → request and response phases |
+//! | [`cache`] | response cache with request coalescing → request and response phases |
+//! | [`upstream`] | `services:` section, Pingora `Backends` per service, selection, health checks → `upstream_peer` |
+//! | [`breaker`] | circuit breakers and the retry budget → `upstream_peer`, attempt outcomes |
+//! | [`proxy`] | the phases: `request.rs`, `attempt.rs`, `forward.rs`, `response.rs`, `cache.rs` |
+//! | [`error`] | every gateway-made answer, its status/JSON, and Pingora error classification → `fail_to_proxy` |
 //! | [`metrics`] | Prometheus registry, bounded labels → `logging` |
 //! | [`access_log`] | one line per request → `logging` |
-//! | [`auth`] | JWT verifiers, JWKS refresh, verified-token cache → `request_filter` |
-//! | [`ratelimit`] | GCRA policies, memory and Redis stores → `request_filter` |
+//! | [`http_client`] | outbound HTTP for the gateway's own requests (JWKS) |
 //! | [`reload`] | SIGHUP / `POST /admin/reload`: validate, rebuild, swap |
 //! | [`admin`] | `/metrics`, `/healthz`, `/readyz`, `/admin/status`, `/admin/reload` |
 //! | [`server`] | assembles the Pingora `Server` and its services |
 //! | [`demo`] | a small echo upstream for `gatehouse demo` and the tests |
+//!
+//! No module imports another that imports it back (`scripts/import-cycles.py` checks
+//! files and top-level modules). Unit tests live in each module's `tests.rs` (or
+//! `tests/`); integration tests in `tests/gateway/`.
 
 /// The allocator of every binary built on this crate (the default `mimalloc` feature).
 /// It is declared here, not in `main.rs`: Pingora's generic proxy code is instantiated

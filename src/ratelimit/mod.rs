@@ -14,7 +14,7 @@
 //! holds an absolute time, so a policy whose limit changes on reload carries its debt
 //! over sensibly.
 
-mod config;
+pub mod config;
 mod decision;
 mod gcra;
 mod memory;
