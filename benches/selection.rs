@@ -5,6 +5,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use gatehouse::config::Config;
+use gatehouse::dns::ResolverSpec;
 use gatehouse::upstream::{Selection, ServiceRuntime};
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::LoadBalancer;
@@ -36,11 +37,12 @@ fn service(balance: &str, health_check: bool) -> ServiceRuntime {
     );
     let config = Config::from_yaml(&yaml, Path::new("bench.yaml"), &|_| None)
         .unwrap_or_else(|e| panic!("bench config: {e}"));
-    ServiceRuntime::new(&config.services["s"], None).expect("service builds")
+    ServiceRuntime::new(&config.services["s"], None, &ResolverSpec::System).expect("service builds")
 }
 
 fn pick(svc: &ServiceRuntime, key: &[u8], tried: &[usize]) -> usize {
-    match svc.select(key, tried) {
+    // What a request does: take the members (once), then pick.
+    match svc.select(&svc.members(), key, tried) {
         Selection::Chosen(i, _ticket) => i,
         Selection::Unavailable { .. } => usize::MAX,
     }

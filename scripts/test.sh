@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh machine: installs what is missing (when it can),
+# The whole test suite, from a fresh machine: installs what is missing (when it can:
+# cmake, a C toolchain, redis-server, dnsmasq, systemd tools, curl, openssl, python3),
 # builds once in the release profile (the one the benchmarks use), checks format and
 # lints, validates every shipped config, then runs unit + integration tests.
 set -euo pipefail
@@ -13,6 +14,9 @@ command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)
 command -v python3 >/dev/null || need+=(python3)
+# The discovery tests' DNS server, and the system roots HTTPS clients load.
+command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
+[ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 if ((${#need[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing: ${need[*]}"

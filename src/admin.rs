@@ -52,17 +52,27 @@ impl AdminApp {
                 .inflight
                 .with_label_values(&[&*svc.name])
                 .set(svc.inflight.get() as i64);
-            for (i, u) in svc.upstreams.iter().enumerate() {
+            let members = svc.members();
+            for (i, u) in members.upstreams.iter().enumerate() {
                 self.metrics
                     .upstream_healthy
                     .with_label_values(&[&*svc.name, &*u.state.address])
-                    .set(i64::from(svc.is_healthy(i)));
+                    .set(i64::from(svc.is_healthy(&members, i)));
                 if svc.config.circuit_breaker.is_some() {
                     self.metrics
                         .circuit_state
                         .with_label_values(&[&*svc.name, &*u.state.address])
                         .set(u.state.breaker.state().gauge());
                 }
+            }
+        }
+        self.metrics.certificate_expiry.reset();
+        for l in &rt.config.listen {
+            for c in l.tls.iter().flatten() {
+                self.metrics
+                    .certificate_expiry
+                    .with_label_values(&[&l.address, c.label()])
+                    .set(c.served.facts.not_after);
             }
         }
     }
@@ -104,7 +114,8 @@ impl AdminApp {
             .services
             .iter()
             .map(|s| {
-                let upstreams: Vec<_> = s
+                let members = s.members();
+                let upstreams: Vec<_> = members
                     .upstreams
                     .iter()
                     .enumerate()
@@ -118,24 +129,63 @@ impl AdminApp {
                         json!({
                             "address": &*u.state.address,
                             "weight": u.backend.weight,
-                            "healthy": s.is_healthy(i),
+                            "source": u.info.source.kind(),
+                            "resolved_from": u.info.source.name(),
+                            "healthy": s.is_healthy(&members, i),
                             "inflight": u.state.inflight.get(),
                             "circuit_breaker": breaker,
                         })
                     })
                     .collect();
+                let lookups = s.lookups();
+                let discovery = s.is_dynamic().then(|| {
+                    json!({
+                        "refreshed": lookups.refreshed.map(crate::access_log::rfc3339),
+                        "ttl_seconds": lookups.ttl.map(|t| t.as_secs()),
+                        "last_error": lookups.error,
+                        "resolve_interval_seconds": s.config.resolve_interval.as_secs(),
+                    })
+                });
                 json!({
                     "name": &*s.name,
                     "balance": s.config.balance.name(),
+                    "tls": s.config.tls.is_some(),
                     "health_check": s.config.health_check.is_some(),
                     "inflight": s.inflight.get(),
+                    "discovery": discovery,
                     "upstreams": upstreams,
                 })
+            })
+            .collect();
+        let listeners: Vec<_> = rt
+            .config
+            .listen
+            .iter()
+            .map(|l| {
+                let certs = l.tls.as_ref().map(|certs| {
+                    certs
+                        .iter()
+                        .map(|c| {
+                            let expires = std::time::UNIX_EPOCH
+                                + std::time::Duration::from_secs(
+                                    u64::try_from(c.served.facts.not_after).unwrap_or(0),
+                                );
+                            json!({
+                                "cert": c.cert,
+                                "server_names": c.served.names,
+                                "serial": c.served.facts.serial,
+                                "not_after": crate::access_log::rfc3339(expires),
+                            })
+                        })
+                        .collect::<Vec<_>>()
+                });
+                json!({ "address": l.address, "tls": certs })
             })
             .collect();
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "config": rt.config.source.display().to_string(),
+            "listeners": listeners,
             "routes": routes,
             "services": services,
         })

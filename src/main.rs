@@ -81,6 +81,9 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
 }
 
 fn main() -> ExitCode {
+    // Every TLS user in the process (Pingora, reqwest, the Redis client) on ring, chosen
+    // once, so none depends on which crate features happen to be on.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match &cli.command {
         Some(Command::Demo { conf }) => {
@@ -106,8 +109,7 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     if cli.test {
-        println!("config OK");
-        return ExitCode::SUCCESS;
+        return check(&path, config);
     }
     init_logging();
     ignore_sighup_until_ready();
@@ -118,6 +120,24 @@ fn main() -> ExitCode {
             upgrade: cli.upgrade,
         },
     )
+}
+
+/// `-t` beyond the file: build the runtime (nothing starts) and resolve every upstream
+/// name, so a name that does not resolve is found now rather than at start.
+fn check(path: &Path, config: Config) -> ExitCode {
+    let problems = match gatehouse::runtime::Runtime::build(config, None) {
+        Ok(rt) => rt.resolve_blocking().err().unwrap_or_default(),
+        Err(e) => vec![e],
+    };
+    if problems.is_empty() {
+        println!("config OK");
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("{}: {} error(s)", path.display(), problems.len());
+    for p in problems {
+        eprintln!("{p}");
+    }
+    ExitCode::from(1)
 }
 
 /// SIGHUP's default action ends the process. Until the supervisor installs its reload

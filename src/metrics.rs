@@ -29,6 +29,10 @@ pub struct Metrics {
     pub cache_requests: IntCounterVec,
     /// Redis store failures answered per `on_error` (synced from the store at scrape).
     pub rate_store_errors: prometheus::IntCounter,
+    /// Lookups of a service's members that failed (the last good set was kept).
+    pub discovery_errors: IntCounterVec,
+    /// When each listener certificate expires (unix seconds), filled in at scrape.
+    pub certificate_expiry: IntGaugeVec,
 }
 
 /// The outcome label of one upstream attempt.
@@ -38,14 +42,19 @@ pub enum Outcome {
     Error,
     Timeout,
     Refused,
+    /// The TLS handshake failed (certificate not trusted, expired or for another name;
+    /// a client certificate refused).
+    TlsError,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 4] = [
+    pub const COUNT: usize = 5;
+    pub const ALL: [Outcome; Outcome::COUNT] = [
         Outcome::Ok,
         Outcome::Error,
         Outcome::Timeout,
         Outcome::Refused,
+        Outcome::TlsError,
     ];
 
     pub fn label(self) -> &'static str {
@@ -54,6 +63,7 @@ impl Outcome {
             Outcome::Error => "error",
             Outcome::Timeout => "timeout",
             Outcome::Refused => "refused",
+            Outcome::TlsError => "tls_error",
         }
     }
 
@@ -89,7 +99,7 @@ impl Metrics {
         let upstream_requests = IntCounterVec::new(
             Opts::new(
                 "gatehouse_upstream_requests_total",
-                "Attempts sent to upstreams, by outcome (ok, error, timeout, refused).",
+                "Attempts sent to upstreams, by outcome (ok, error, timeout, refused, tls_error).",
             ),
             &["service", "upstream", "outcome"],
         )
@@ -155,8 +165,26 @@ impl Metrics {
             "Rate-limit decisions the Redis store could not make in time (on_error applied).",
         )
         .expect("static metric definition");
+        let discovery_errors = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_discovery_errors_total",
+                "DNS lookups of a service's upstreams that failed or came back empty (the last good set stays).",
+            ),
+            &["service"],
+        )
+        .expect("static metric definition");
+        let certificate_expiry = IntGaugeVec::new(
+            Opts::new(
+                "gatehouse_tls_certificate_expiry_seconds",
+                "When each listener certificate expires, as unix time in seconds.",
+            ),
+            &["listener", "name"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(discovery_errors.clone()),
+            Box::new(certificate_expiry.clone()),
             Box::new(duration.clone()),
             Box::new(upstream_requests.clone()),
             Box::new(upstream_healthy.clone()),
@@ -185,6 +213,8 @@ impl Metrics {
             rate_limited,
             cache_requests,
             rate_store_errors,
+            discovery_errors,
+            certificate_expiry,
         }
     }
 
@@ -198,7 +228,7 @@ impl Metrics {
     }
 
     /// The attempt counters of one upstream, in [`Outcome::ALL`] order.
-    pub fn attempt_counters(&self, service: &str, upstream: &str) -> [IntCounter; 4] {
+    pub fn attempt_counters(&self, service: &str, upstream: &str) -> [IntCounter; Outcome::COUNT] {
         Outcome::ALL.map(|o| {
             self.upstream_requests
                 .with_label_values(&[service, upstream, o.label()])

@@ -1,16 +1,20 @@
 //! Config reload in place (SIGHUP, `POST /admin/reload`).
 //!
-//! The file is read and fully validated first; on any error the running snapshot stays,
-//! every error is logged and `gatehouse_config_reloads_total{result="error"}` rises. On
-//! success a complete new [`Runtime`] is built — reusing unchanged services, upstream
-//! state, health probes, JWKS verifiers and the rate-limit store — its background work is
-//! started, and it is swapped in atomically. Requests in flight keep the snapshot they
-//! started with. Settings bound to sockets or threads cannot change in place: they are
-//! logged as needing a binary upgrade, and everything else still applies.
+//! The file is read and fully validated first (certificates and keys included); on any
+//! error the running snapshot stays, every error is logged and
+//! `gatehouse_config_reloads_total{result="error"}` rises. On success a complete new
+//! [`Runtime`] is built — reusing unchanged services, upstream state, health probes,
+//! JWKS verifiers and the rate-limit store — the names of new services are resolved,
+//! its background work is started, and it is swapped in atomically; the listeners'
+//! certificates are swapped in for new handshakes. Requests in flight keep the
+//! snapshot they started with; upstreams the new snapshot no longer has drain. Settings
+//! bound to sockets or threads cannot change in place: they are logged as needing a
+//! binary upgrade, and everything else still applies.
 
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
+use crate::tls::{ListenerCerts, ServedCert};
 use arc_swap::ArcSwap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,6 +25,8 @@ pub struct Reloader {
     metrics: Arc<Metrics>,
     /// Whether the proxy set up its compression module at start (see `Gateway`).
     compression_module: bool,
+    /// The TLS listeners' certificate resolvers.
+    certs: ListenerCerts,
     /// Reloads run one at a time: a second SIGHUP waits for the first to finish.
     lock: tokio::sync::Mutex<()>,
 }
@@ -37,12 +43,14 @@ impl Reloader {
         runtime: Arc<ArcSwap<Runtime>>,
         metrics: Arc<Metrics>,
         compression_module: bool,
+        certs: ListenerCerts,
     ) -> Self {
         Reloader {
             path,
             runtime,
             metrics,
             compression_module,
+            certs,
             lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -76,9 +84,20 @@ impl Reloader {
                 .needs_upgrade
                 .push("routes[].compression (off for every route at start)".to_string());
         }
+        if let Err(errors) = new.resolve().await {
+            return Err(self.failed(errors));
+        }
         new.prefetch_jwks().await;
-        new.start_background();
-        self.runtime.store(Arc::new(new));
+        new.start_background(&self.metrics);
+        for l in &new.config.listen {
+            if let (Some(tls), Some(resolver)) = (&l.tls, self.certs.get(&l.address)) {
+                let served: Vec<ServedCert> = tls.iter().map(|c| c.served.clone()).collect();
+                resolver.install(&served);
+            }
+        }
+        let new = Arc::new(new);
+        self.runtime.store(new.clone());
+        new.retire(&old);
         self.metrics.config_reloads.with_label_values(&["ok"]).inc();
         for what in &report.needs_upgrade {
             log::warn!(
@@ -115,7 +134,10 @@ fn needs_upgrade(old: &Config, new: &Config) -> Vec<String> {
             out.push(name.to_string());
         }
     };
-    check("listen", old.listen != new.listen);
+    fn sockets(c: &Config) -> Vec<(&str, bool)> {
+        c.listen.iter().map(|l| l.socket()).collect()
+    }
+    check("listen", sockets(old) != sockets(new));
     check("admin.address", old.admin != new.admin);
     check("server.threads", o.threads != n.threads);
     check("server.pid_file", o.pid_file != n.pid_file);

@@ -12,6 +12,7 @@ use crate::access_log::AccessLogFormat;
 use crate::auth::{JwtConfig, Verifier};
 use crate::cache::RouteCache;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::ratelimit::Store;
 use crate::routing::{Route, RouteAuth, RouteConfig, RouteMatch, RouteTable};
 use crate::upstream::ServiceRuntime;
@@ -75,12 +76,16 @@ impl Runtime {
     /// is unchanged is reused as is; a changed one is rebuilt keeping the state of the
     /// upstreams that remain. Fails only on conditions validation cannot see.
     pub fn build(config: Config, previous: Option<&Runtime>) -> Result<Runtime, String> {
+        let resolver = &config.server.resolver;
+        let same_resolver = previous.is_some_and(|p| p.config.server.resolver == *resolver);
         let mut services = Vec::with_capacity(config.services.len());
         for svc in config.services.values() {
             let old = previous.and_then(|p| p.service(&svc.name));
             let rebuilt = match old {
-                Some(old) if old.config == *svc => old.clone(),
-                _ => Arc::new(ServiceRuntime::new(svc, old.map(|o| &**o))?),
+                Some(old) if old.config == *svc && (same_resolver || !old.is_dynamic()) => {
+                    old.clone()
+                }
+                _ => Arc::new(ServiceRuntime::new(svc, old.map(|o| &**o), resolver)?),
             };
             services.push(rebuilt);
         }
@@ -156,11 +161,68 @@ impl Runtime {
         }
     }
 
+    /// Resolve the members of services that find them by name and have none yet (new
+    /// in this snapshot), so it never serves an empty service. Every failure, with the
+    /// service it concerns; bounded by 10 s.
+    pub async fn resolve(&self) -> Result<(), Vec<String>> {
+        let pending: Vec<_> = self
+            .services
+            .iter()
+            .filter(|s| s.is_dynamic() && s.members().upstreams.is_empty())
+            .collect();
+        let lookups = futures::future::join_all(pending.iter().map(|svc| async move {
+            let limit = std::time::Duration::from_secs(10);
+            match tokio::time::timeout(limit, svc.refresh()).await {
+                Ok(Ok(())) if !svc.members().upstreams.is_empty() => Ok(()),
+                Ok(Ok(())) => Err(format!("services.{}: no upstream found", svc.name)),
+                Ok(Err(e)) => Err(format!(
+                    "services.{}: cannot resolve its upstreams: {e}",
+                    svc.name
+                )),
+                Err(_) => Err(format!(
+                    "services.{}: resolving its upstreams took over {limit:?}",
+                    svc.name
+                )),
+            }
+        }))
+        .await;
+        let errors: Vec<String> = lookups.into_iter().filter_map(Result::err).collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// [`Self::resolve`] outside any async runtime (at start and for `-t`).
+    pub fn resolve_blocking(&self) -> Result<(), Vec<String>> {
+        if !self.services.iter().any(|s| s.is_dynamic()) {
+            return Ok(());
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| vec![format!("cannot start a runtime to resolve names: {e}")])?;
+        rt.block_on(self.resolve())
+    }
+
+    /// After the swap from `old`: upstreams that this snapshot no longer has (a service
+    /// removed or changed) get no new requests and drain.
+    pub fn retire(&self, old: &Runtime) {
+        for svc in &old.services {
+            match self.service(&svc.name) {
+                Some(next) if Arc::ptr_eq(next, svc) => {}
+                next => svc.retire(next.map(|n| &**n)),
+            }
+        }
+    }
+
     /// Start what runs in the background for this snapshot and is not running yet:
-    /// health-check loops and JWKS refreshers. Call from inside the tokio runtime.
-    pub fn start_background(&self) {
+    /// health-check loops, re-resolution of names and JWKS refreshers. Call from inside
+    /// the tokio runtime.
+    pub fn start_background(&self, metrics: &Arc<Metrics>) {
         for svc in &self.services {
-            svc.start_health_checks();
+            svc.start_background(metrics);
         }
         for h in self.verifiers.values() {
             if h.verifier.needs_jwks() && !h.started.swap(true, Ordering::SeqCst) {

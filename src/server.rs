@@ -8,6 +8,7 @@ use crate::proxy::Gateway;
 use crate::ratelimit::Store;
 use crate::reload::Reloader;
 use crate::runtime::Runtime;
+use crate::tls::{CertResolver, ListenerCerts, ServedCert};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
@@ -65,15 +66,25 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, String> {
     let source = config.source.clone();
     let h2c = config.server.h2c;
     let runtime = Runtime::build(config, None)?;
+    runtime.resolve_blocking().map_err(|e| e.join("\n"))?;
     // Set up at start or not at all (see `Gateway`): the proxy and the reloader agree.
     let compression_module = runtime.any_compression;
     let runtime = Arc::new(ArcSwap::from_pointee(runtime));
     let metrics = Arc::new(Metrics::new());
+    // One certificate resolver per TLS listener: a reload swaps its certificates.
+    let mut certs = ListenerCerts::default();
+    for l in &listen {
+        if let Some(tls) = &l.tls {
+            let served: Vec<ServedCert> = tls.iter().map(|c| c.served.clone()).collect();
+            certs.insert(&l.address, Arc::new(CertResolver::new(&served)));
+        }
+    }
     let reloader = Arc::new(Reloader::new(
         source,
         runtime.clone(),
         metrics.clone(),
         compression_module,
+        certs.clone(),
     ));
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
@@ -82,12 +93,14 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, String> {
         "gatehouse proxy",
     );
     for l in &listen {
-        match &l.tls {
+        match certs.get(&l.address) {
             None => proxy.add_tcp(&l.address),
-            Some(tls) => {
-                // Modern defaults (TLS 1.2+, rustls' safe suites); HTTP/2 via ALPN.
-                let mut settings = TlsSettings::intermediate(&tls.cert, &tls.key)
+            Some(resolver) => {
+                // Modern defaults (TLS 1.2+, rustls' safe suites); HTTP/2 via ALPN. The
+                // resolver picks the certificate (the paths given here are not used).
+                let mut settings = TlsSettings::intermediate("", "")
                     .map_err(|e| format!("listen {}: TLS setup failed: {e}", l.address))?;
+                settings.set_cert_resolver(resolver);
                 settings.enable_h2();
                 proxy.add_tls_with_settings(&l.address, None, settings);
             }
@@ -116,6 +129,7 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, String> {
         Supervisor {
             runtime: runtime.clone(),
             reloader,
+            metrics,
         },
     ));
     Ok(server)
@@ -126,13 +140,14 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, String> {
 struct Supervisor {
     runtime: Arc<ArcSwap<Runtime>>,
     reloader: Arc<Reloader>,
+    metrics: Arc<Metrics>,
 }
 
 #[async_trait]
 impl BackgroundService for Supervisor {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         use tokio::signal::unix::{signal, SignalKind};
-        self.runtime.load().start_background();
+        self.runtime.load().start_background(&self.metrics);
         let mut hup = match signal(SignalKind::hangup()) {
             Ok(s) => Some(s),
             Err(e) => {

@@ -4,6 +4,8 @@ use super::de::{de, parse_net};
 use super::error::ConfigError;
 use super::units::{Dur, Size};
 use crate::access_log::AccessLogFormat;
+use crate::dns::ResolverSpec;
+use crate::tls::{self, ServedCert};
 use ipnet::IpNet;
 use serde::Deserialize;
 use serde_yaml::Value;
@@ -15,7 +17,8 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 struct RawListen {
     address: String,
-    tls: Option<RawTls>,
+    /// `{ cert, key }`, or a list of them with `server_names`.
+    tls: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -23,6 +26,7 @@ struct RawListen {
 struct RawTls {
     cert: String,
     key: String,
+    server_names: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -49,6 +53,8 @@ struct RawServer {
     h2c: bool,
     /// Pingora's work-stealing runtime (`false`: one single-threaded runtime per thread).
     work_stealing: Option<bool>,
+    /// DNS servers (`IP:PORT`) instead of /etc/resolv.conf.
+    resolver: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -57,17 +63,44 @@ struct RawAccessLog {
     format: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Listener {
     /// As written, because Pingora hands sockets over on upgrade by exact bind string.
     pub address: String,
-    pub tls: Option<TlsFiles>,
+    /// The certificates, read and checked (key matches certificate).
+    pub tls: Option<Vec<ListenerCert>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
+/// One certificate of a TLS listener.
+#[derive(Clone)]
+pub struct ListenerCert {
     pub cert: String,
     pub key: String,
+    pub served: ServedCert,
+}
+
+impl std::fmt::Debug for ListenerCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerCert")
+            .field("cert", &self.cert)
+            .field("names", &self.served.names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ListenerCert {
+    /// The `name` label of its expiry gauge: its first server name, or `default`.
+    pub fn label(&self) -> &str {
+        self.served.names.first().map_or("default", String::as_str)
+    }
+}
+
+impl Listener {
+    /// What needs new sockets to change: the address, and whether it speaks TLS
+    /// (certificates change in place).
+    pub fn socket(&self) -> (&str, bool) {
+        (&self.address, self.tls.is_some())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +116,7 @@ pub struct ServerSettings {
     pub max_request_body: Option<u64>,
     pub access_log: AccessLogFormat,
     pub h2c: bool,
+    pub resolver: ResolverSpec,
     /// One multi-threaded runtime whose threads steal work (Pingora's default), or one
     /// single-threaded runtime per thread. Unset: single-threaded with one thread, work
     /// stealing with more (the README's `server.work_stealing` row says why).
@@ -119,24 +153,95 @@ pub fn validate_listen(v: Option<Value>, errors: &mut Vec<ConfigError>) -> Vec<L
                 format!("duplicate listen address {:?}", raw.address),
             ));
         }
-        let tls = raw.tls.map(|t| {
-            for (field, file) in [("cert", &t.cert), ("key", &t.key)] {
-                if !Path::new(file).is_file() {
-                    errors.push(ConfigError::new(
-                        format!("{path}.tls.{field}"),
-                        format!("file {file:?} does not exist"),
-                    ));
-                }
-            }
-            TlsFiles {
-                cert: t.cert,
-                key: t.key,
-            }
-        });
+        let tls = raw
+            .tls
+            .map(|t| validate_listener_tls(t, &format!("{path}.tls"), errors));
         out.push(Listener {
             address: raw.address,
             tls,
         });
+    }
+    out
+}
+
+/// `{ cert, key }` or a list of `{ cert, key, server_names }`: each certificate read,
+/// parsed and checked against its key.
+fn validate_listener_tls(v: Value, path: &str, errors: &mut Vec<ConfigError>) -> Vec<ListenerCert> {
+    let entries: Vec<(String, Value)> = match v {
+        Value::Sequence(items) if !items.is_empty() => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (format!("{path}[{i}]"), v))
+            .collect(),
+        v @ Value::Mapping(_) => vec![(path.to_string(), v)],
+        _ => {
+            errors.push(ConfigError::new(
+                path,
+                "expected { cert, key } or a list of { cert, key, server_names }",
+            ));
+            return vec![];
+        }
+    };
+    let mut out = Vec::new();
+    let mut defaults = 0;
+    for (epath, v) in entries {
+        let Some(raw) = de::<RawTls>(v, &epath, errors) else {
+            continue;
+        };
+        let mut names = Vec::new();
+        for (i, n) in raw.server_names.iter().flatten().enumerate() {
+            let n = n.trim().trim_end_matches('.').to_ascii_lowercase();
+            let bare = n.strip_prefix("*.").unwrap_or(&n);
+            let ok = !bare.is_empty()
+                && bare.split('.').all(|l| {
+                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if ok {
+                names.push(n);
+            } else {
+                errors.push(ConfigError::new(
+                    format!("{epath}.server_names[{i}]"),
+                    format!("invalid server name {n:?} (e.g. api.example.com or *.example.com)"),
+                ));
+            }
+        }
+        if raw.server_names.is_none() {
+            defaults += 1;
+            if defaults == 2 {
+                errors.push(ConfigError::new(
+                    &epath,
+                    "only one certificate may go without server_names (the default)",
+                ));
+            }
+        }
+        match tls::certified_key(&raw.cert, &raw.key) {
+            Ok(key) => {
+                let facts =
+                    key.end_entity_cert()
+                        .ok()
+                        .and_then(tls::facts)
+                        .unwrap_or(tls::CertFacts {
+                            not_after: 0,
+                            serial: String::new(),
+                        });
+                out.push(ListenerCert {
+                    cert: raw.cert,
+                    key: raw.key,
+                    served: ServedCert {
+                        names,
+                        key: std::sync::Arc::new(key),
+                        facts,
+                    },
+                });
+            }
+            Err((part, msg)) => {
+                let field = match part {
+                    tls::Part::Cert => "cert",
+                    tls::Part::Key => "key",
+                };
+                errors.push(ConfigError::new(format!("{epath}.{field}"), msg));
+            }
+        }
     }
     out
 }
@@ -219,6 +324,27 @@ pub fn validate_server(v: Option<Value>, errors: &mut Vec<ConfigError>) -> Serve
             "must be greater than 0 (omit it for no limit)",
         ));
     }
+    let mut servers = Vec::new();
+    for (i, r) in raw.resolver.iter().flatten().enumerate() {
+        match r.parse::<SocketAddr>() {
+            Ok(a) => servers.push(a),
+            Err(_) => errors.push(ConfigError::new(
+                format!("server.resolver[{i}]"),
+                format!("invalid DNS server {r:?} (expected IP:PORT, e.g. 127.0.0.1:53)"),
+            )),
+        }
+    }
+    let resolver = if raw.resolver.is_some() {
+        if servers.is_empty() && errors.is_empty() {
+            errors.push(ConfigError::new(
+                "server.resolver",
+                "list at least one DNS server (or omit it for /etc/resolv.conf)",
+            ));
+        }
+        ResolverSpec::Servers(servers)
+    } else {
+        ResolverSpec::System
+    };
     ServerSettings {
         threads,
         pid_file: raw
@@ -234,6 +360,7 @@ pub fn validate_server(v: Option<Value>, errors: &mut Vec<ConfigError>) -> Serve
         max_request_body: raw.max_request_body.map(|s| s.0),
         access_log,
         h2c: raw.h2c,
+        resolver,
         work_stealing: raw.work_stealing.unwrap_or(threads > 1),
     }
 }

@@ -35,7 +35,14 @@ impl Gateway {
         } else {
             Vec::new()
         };
-        let (i, ticket) = match svc.select(&key, &ctx.tried) {
+        if ctx.members.is_none() {
+            ctx.members = Some(svc.members());
+        }
+        let members = ctx
+            .members
+            .clone()
+            .ok_or_else(|| Error::explain(InternalError, "no members"))?;
+        let (i, ticket) = match svc.select(&members, &key, &ctx.tried) {
             Selection::Chosen(i, ticket) => (i, ticket),
             Selection::Unavailable { retry_after } => {
                 ctx.error = Some(GatewayError::NoHealthyUpstream { retry_after });
@@ -45,8 +52,9 @@ impl Gateway {
         ctx.tried.push(i);
         ctx.attempt_recorded = false;
         ctx.ticket = Some(ticket);
-        ctx.upstream_guard = Some(svc.upstreams[i].state.inflight.begin());
-        let mut peer = svc.peer(i);
+        let upstream = &members.upstreams[i];
+        ctx.upstream_guard = Some(upstream.state.inflight.begin());
+        let mut peer = svc.peer(upstream);
         choose_request_policy(session, &mut peer, ctx);
         if ctx.websocket {
             // A WebSocket may stay quiet far longer than an HTTP read: its inactivity
@@ -66,8 +74,12 @@ impl Gateway {
         let outcome = match e.etype() {
             ConnectTimedout => Outcome::Timeout,
             ConnectRefused => Outcome::Refused,
+            TLSHandshakeFailure => Outcome::TlsError,
             _ => Outcome::Error,
         };
+        if outcome == Outcome::TlsError {
+            self.log_tls_failure(ctx, &e);
+        }
         self.finish_attempt(ctx, outcome);
         ctx.upstream_guard = None;
         e.set_retry(attempts_left(ctx));
@@ -82,14 +94,31 @@ impl Gateway {
         peer: &HttpPeer,
         e: Box<Error>,
     ) -> Box<Error> {
+        let refused_tls = peer.is_tls() && tls_refused(&e);
         let outcome = match e.etype() {
+            _ if refused_tls => Outcome::TlsError,
             ReadTimedout | WriteTimedout => Outcome::Timeout,
             _ => Outcome::Error,
         };
+        if refused_tls {
+            self.log_tls_failure(ctx, &e);
+        }
         // A 5xx already counted in upstream_response_filter is not counted twice.
         self.finish_attempt(ctx, outcome);
         ctx.upstream_guard = None;
         let mut e = e.more_context(format!("Peer: {peer}"));
+        if refused_tls {
+            // The upstream refused the TLS session (TLS 1.3 sends a refused client
+            // certificate's alert after the handshake): it never saw the request, so
+            // this is retried like a connect failure.
+            e.set_retry(attempts_left(ctx));
+            return e;
+        }
+        if ctx.upstream().is_some_and(|u| u.state.drain_expired()) {
+            // Cut at the end of its drain time: not sent again.
+            e.set_retry(false);
+            return e;
+        }
         if std::mem::take(&mut ctx.retrying_status) {
             // `upstream_status` already decided (and spent the budget): a 5xx it turned
             // into this error is retried, never answered as an error.
@@ -113,7 +142,7 @@ impl Gateway {
         self.finish_attempt(ctx, if failed { Outcome::Error } else { Outcome::Ok });
         if failed
             && replay_safe(session)
-            && ctx.service().is_some_and(|svc| svc.upstreams.len() > 1)
+            && ctx.members.as_ref().is_some_and(|m| m.upstreams.len() > 1)
             && self.may_retry(ctx)
         {
             // Not sent downstream: error_while_proxy sees this and the loop retries.
@@ -133,14 +162,31 @@ impl Gateway {
         if let Some(ticket) = ctx.ticket.take() {
             ticket.record(outcome == Outcome::Ok);
         }
-        let (Some(svc), Some(&i)) = (ctx.service(), ctx.tried.last()) else {
+        let (Some(svc), Some(upstream)) = (ctx.service(), ctx.upstream()) else {
             return;
         };
-        let state = &svc.upstreams[i].state;
+        let state = &upstream.state;
         let counters = state
             .attempt_counters
             .get_or_init(|| self.metrics.attempt_counters(&svc.name, &state.address));
         counters[outcome.index()].inc();
+    }
+
+    /// One line per upstream every 10 s at most: which upstream, which service, why.
+    fn log_tls_failure(&self, ctx: &Ctx, e: &Error) {
+        let (Some(svc), Some(upstream)) = (ctx.service(), ctx.upstream()) else {
+            return;
+        };
+        if upstream.state.tls_log_due() {
+            log::warn!(
+                "service {}: TLS with upstream {} failed: {}",
+                svc.name,
+                upstream.state.address,
+                e.context
+                    .as_ref()
+                    .map_or_else(|| e.to_string(), |c| c.as_str().to_string())
+            );
+        }
     }
 
     /// Whether a request the upstream already received may be sent again: within the
@@ -157,6 +203,12 @@ fn replay_safe(session: &Session) -> bool {
     session.req_header().method.is_idempotent()
         && !session.as_ref().retry_buffer_truncated()
         && session.response_written().is_none()
+}
+
+/// Whether the upstream refused the TLS session after the handshake: with TLS 1.3 a
+/// server that requires a client certificate sends its alert on the first read.
+fn tls_refused(e: &Error) -> bool {
+    matches!(e.etype(), ReadError | ConnectionClosed) && e.to_string().contains("alert")
 }
 
 /// Whether the first try plus `retries` leaves another attempt.

@@ -7,7 +7,7 @@ use crate::error::GatewayError;
 use crate::ratelimit::RateHeaders;
 use crate::routing::Route;
 use crate::runtime::Runtime;
-use crate::upstream::{InflightGuard, ServiceRuntime};
+use crate::upstream::{InflightGuard, Members, ServiceRuntime, Upstream};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,7 +28,10 @@ pub struct Ctx {
     pub peer_ip: Option<IpAddr>,
     pub peer_trusted: bool,
     pub client_ip: Option<IpAddr>,
-    /// Upstreams (indices into the service) this request was sent to, in order.
+    /// The service's members when the first attempt chose one: every attempt of the
+    /// request chooses from these.
+    pub members: Option<Arc<Members>>,
+    /// Upstreams (indices into `members`) this request was sent to, in order.
     pub tried: smallvec::SmallVec<[usize; 4]>,
     /// Whether the current attempt's outcome is already counted.
     pub attempt_recorded: bool,
@@ -70,6 +73,7 @@ impl Ctx {
             peer_ip: None,
             peer_trusted: false,
             client_ip: None,
+            members: None,
             tried: smallvec::SmallVec::new(),
             attempt_recorded: true,
             ticket: None,
@@ -98,6 +102,11 @@ impl Ctx {
     /// The matched route's service.
     pub fn service(&self) -> Option<&ServiceRuntime> {
         self.route().map(|r| &*r.service)
+    }
+
+    /// The upstream of the current (or last) attempt.
+    pub fn upstream(&self) -> Option<&Upstream> {
+        self.members.as_deref()?.upstreams.get(*self.tried.last()?)
     }
 
     /// The route's name, or `none` before (or without) a match: the metric label.

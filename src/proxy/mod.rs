@@ -135,6 +135,7 @@ impl ProxyHttp for Gateway {
         _end_of_stream: bool,
         ctx: &mut Box<Ctx>,
     ) -> Result<()> {
+        drained(ctx)?;
         let limit = ctx.rt.as_ref().and_then(|rt| rt.max_request_body);
         if let (Some(limit), Some(chunk)) = (limit, body.as_ref()) {
             ctx.body_seen += chunk.len() as u64;
@@ -184,6 +185,7 @@ impl ProxyHttp for Gateway {
         if resp.status.is_informational() {
             return Ok(());
         }
+        drained(ctx)?;
         self.upstream_status(session, ctx, resp.status.as_u16())?;
         self.cache_response_header(session, resp, ctx);
         Ok(())
@@ -196,6 +198,7 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut Box<Ctx>,
     ) -> Result<Option<std::time::Duration>> {
+        drained(ctx)?;
         self.cache_response_body(body, end_of_stream, ctx);
         Ok(None)
     }
@@ -283,9 +286,7 @@ impl ProxyHttp for Gateway {
         );
         if let Some(rt) = ctx.rt.as_deref() {
             self.count_cache(ctx);
-            let upstream = route
-                .zip(ctx.tried.last())
-                .map(|(r, &i)| &*r.service.upstreams[i].state.address);
+            let upstream = ctx.upstream().map(|u| &*u.state.address);
             access_log::write(
                 rt.access_log,
                 &access_log::Entry {
@@ -309,4 +310,18 @@ impl ProxyHttp for Gateway {
         ctx.cache_collector = None;
         ctx.cache_fill = None;
     }
+}
+
+/// A request still on an upstream that left its service (a reload or a DNS change) and
+/// whose drain time ran out is cut here: when its answer arrives, or at its next body
+/// chunk either way.
+fn drained(ctx: &mut Ctx) -> Result<()> {
+    if ctx.upstream().is_some_and(|u| u.state.drain_expired()) {
+        ctx.error = Some(GatewayError::UpstreamFailed);
+        return Error::e_explain(
+            ConnectionClosed,
+            "the upstream left its service and its drain_timeout ran out",
+        );
+    }
+    Ok(())
 }

@@ -55,6 +55,9 @@ pub struct RawRedis {
     pub on_error: Option<String>,
     #[serde(default)]
     pub prefix: Option<String>,
+    /// For `rediss://`: trust this CA (PEM) instead of the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 /// `rate_limits.policies.<name>:`.
@@ -340,6 +343,8 @@ pub struct RedisSettings {
     pub timeout: Duration,
     pub on_error: OnError,
     pub prefix: String,
+    /// The PEM of `ca_file` (compared on reload, so a renewed CA file rebuilds the store).
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// Validated store settings. Compared on reload: equal settings keep the running store
@@ -515,11 +520,32 @@ fn redis_settings(raw: &RawRateLimits, errs: &mut Vec<ConfigError>) -> Option<Re
         .prefix
         .clone()
         .unwrap_or_else(|| DEFAULT_REDIS_PREFIX.to_string());
+    let tls = r
+        .url
+        .get(..9)
+        .is_some_and(|s| s.eq_ignore_ascii_case("rediss://"));
+    let ca_pem = r.ca_file.as_ref().and_then(|file| {
+        if !tls {
+            errs.push(ConfigError::new(
+                format!("{path}.ca_file"),
+                "only applies to a rediss:// URL (Redis over TLS)",
+            ));
+            return None;
+        }
+        match crate::tls::read_certs(file) {
+            Ok(_) => std::fs::read(file).ok(),
+            Err(e) => {
+                errs.push(ConfigError::new(format!("{path}.ca_file"), e));
+                None
+            }
+        }
+    });
     Some(RedisSettings {
         url: r.url.clone(),
         timeout,
         on_error,
         prefix,
+        ca_pem,
     })
 }
 

@@ -99,8 +99,17 @@ impl std::fmt::Debug for RedisStore {
 impl RedisStore {
     /// Parses the URL; does not connect (that happens on first use, in the background).
     pub fn new(settings: RedisSettings) -> Result<RedisStore, String> {
-        let client = redis::Client::open(settings.url.as_str())
-            .map_err(|e| format!("invalid redis url {:?}: {e}", settings.url))?;
+        let client = match &settings.ca_pem {
+            None => redis::Client::open(settings.url.as_str()),
+            Some(ca) => redis::Client::build_with_tls(
+                settings.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                },
+            ),
+        }
+        .map_err(|e| format!("invalid redis url {:?}: {e}", settings.url))?;
         Ok(RedisStore {
             client,
             settings,

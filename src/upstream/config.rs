@@ -1,20 +1,28 @@
 //! The `services:` section: raw serde shapes and their validation into
-//! [`ServiceConfig`]s (upstreams, balancing, health checks, timeouts, retries, breakers).
+//! [`ServiceConfig`]s (upstreams and how they are found, TLS, balancing, health checks,
+//! timeouts, retries, breakers). Validation reads the TLS files but never asks DNS:
+//! names are resolved by the runtime.
 
 use crate::breaker::{BreakerConfig, RawBreaker};
 use crate::config::de::{de, valid_name};
 use crate::config::error::ConfigError;
 use crate::config::units::Dur;
+use crate::tls::{Alpn, UpstreamTls};
 use serde::Deserialize;
 use serde_yaml::Value;
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawService {
+    #[serde(default)]
     upstreams: Vec<RawUpstream>,
+    discovery: Option<RawDiscovery>,
+    resolve_interval: Option<Dur>,
+    drain_timeout: Option<Dur>,
+    tls: Option<RawUpstreamTls>,
     balance: Option<String>,
     hash_key: Option<String>,
     health_check: Option<RawHealthCheck>,
@@ -31,6 +39,23 @@ struct RawService {
 struct RawUpstream {
     address: String,
     weight: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDiscovery {
+    dns_srv: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstreamTls {
+    sni: Option<String>,
+    verify: Option<bool>,
+    ca_file: Option<String>,
+    client_cert: Option<String>,
+    client_key: Option<String>,
+    alpn: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,11 +135,22 @@ pub enum HashKey {
     Claim(String),
 }
 
+/// Where one configured upstream is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Addr(SocketAddr),
+    /// Every A/AAAA record of the name is a member, re-resolved while the gateway runs.
+    Name {
+        host: String,
+        port: u16,
+    },
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamConfig {
-    /// As configured; also the `upstream` metric label.
+    /// As configured; the `upstream` metric label of a fixed address.
     pub address: String,
-    pub addr: SocketAddr,
+    pub target: Target,
     pub weight: u32,
 }
 
@@ -160,7 +196,29 @@ pub struct ServiceConfig {
     pub retry_min_per_second: u32,
     pub circuit_breaker: Option<BreakerConfig>,
     pub http2: bool,
+    /// `discovery.dns_srv`: the SRV name whose targets are members.
+    pub srv: Option<String>,
+    /// The longest a resolved member set is used before it is looked up again (a
+    /// record's shorter TTL wins).
+    pub resolve_interval: Duration,
+    /// How long requests already on a member that left the set may still run.
+    pub drain_timeout: Duration,
+    pub tls: Option<UpstreamTls>,
 }
+
+impl ServiceConfig {
+    /// Whether members come from DNS (and change while the gateway runs).
+    pub fn is_dynamic(&self) -> bool {
+        self.srv.is_some()
+            || self
+                .upstreams
+                .iter()
+                .any(|u| matches!(u.target, Target::Name { .. }))
+    }
+}
+
+pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
     connect: Duration::from_secs(3),
@@ -220,13 +278,14 @@ fn validate_service(
     errors: &mut Vec<ConfigError>,
 ) -> Option<ServiceConfig> {
     let before = errors.len();
-    if raw.upstreams.is_empty() {
+    if raw.upstreams.is_empty() && raw.discovery.is_none() {
         errors.push(ConfigError::new(
             format!("{path}.upstreams"),
-            "at least one upstream is required",
+            "at least one upstream is required (or discovery: { dns_srv: NAME })",
         ));
     }
     let mut upstreams: Vec<UpstreamConfig> = Vec::new();
+    let mut schemes = Vec::new();
     for (i, u) in raw.upstreams.iter().enumerate() {
         let upath = format!("{path}.upstreams[{i}]");
         let weight = u.weight.unwrap_or(1);
@@ -236,23 +295,48 @@ fn validate_service(
                 "must be between 1 and 1000",
             ));
         }
-        match resolve(&u.address) {
-            Ok(addr) => {
-                if upstreams.iter().any(|x| x.addr == addr) {
+        match parse_address(&u.address) {
+            Ok((scheme, target)) => {
+                if upstreams.iter().any(|x| x.target == target) {
                     errors.push(ConfigError::new(
                         format!("{upath}.address"),
                         format!("duplicate upstream {:?}", u.address),
                     ));
                 }
+                schemes.push((upath, scheme));
                 upstreams.push(UpstreamConfig {
                     address: u.address.clone(),
-                    addr,
+                    target,
                     weight,
                 });
             }
             Err(msg) => errors.push(ConfigError::new(format!("{upath}.address"), msg)),
         }
     }
+    let srv = raw.discovery.map(|d| {
+        let name = d.dns_srv.trim().trim_end_matches('.').to_ascii_lowercase();
+        if !valid_host(&name) {
+            errors.push(ConfigError::new(
+                format!("{path}.discovery.dns_srv"),
+                format!(
+                    "invalid DNS name {:?} (e.g. _http._tcp.users.service.consul)",
+                    d.dns_srv
+                ),
+            ));
+        }
+        name
+    });
+    let tls = validate_tls(raw.tls, &schemes, raw.http2, path, errors);
+    let resolve_interval = raw
+        .resolve_interval
+        .map_or(DEFAULT_RESOLVE_INTERVAL, |d| d.0);
+    if resolve_interval < Duration::from_secs(1) {
+        errors.push(ConfigError::new(
+            format!("{path}.resolve_interval"),
+            "must be at least 1s",
+        ));
+    }
+    let drain_timeout = raw.drain_timeout.map_or(DEFAULT_DRAIN_TIMEOUT, |d| d.0);
     let balance = match raw.balance.as_deref() {
         None => Balance::RoundRobin,
         Some(b) => Balance::parse(b).unwrap_or_else(|| {
@@ -334,21 +418,150 @@ fn validate_service(
         retry_min_per_second: floor,
         circuit_breaker,
         http2: raw.http2,
+        srv,
+        resolve_interval,
+        drain_timeout,
+        tls,
     })
 }
 
-fn resolve(address: &str) -> Result<SocketAddr, String> {
-    if let Ok(a) = address.parse::<SocketAddr>() {
-        return Ok(a);
+/// `IP:PORT`, `HOST:PORT`, `[V6]:PORT`, optionally behind `http://` or `https://` (which
+/// give the port a default). The scheme is returned when one was written.
+fn parse_address(address: &str) -> Result<(Option<&'static str>, Target), String> {
+    let lower = address.get(..8).unwrap_or(address).to_ascii_lowercase();
+    let (scheme, rest, default_port) = if lower.starts_with("https://") {
+        (Some("https"), &address[8..], Some(443))
+    } else if lower.starts_with("http://") {
+        (Some("http"), &address[7..], Some(80))
+    } else {
+        (None, address, None)
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let bad = || {
+        format!("invalid address {address:?} (expected HOST:PORT, IP:PORT or https://HOST[:PORT])")
+    };
+    if let Ok(a) = rest.parse::<SocketAddr>() {
+        return Ok((scheme, Target::Addr(a)));
     }
-    if !address.contains(':') {
-        return Err(format!("invalid address {address:?} (expected HOST:PORT)"));
+    if rest.contains(['/', '?', '#', '@']) {
+        return Err(bad());
     }
-    match address.to_socket_addrs() {
-        Ok(mut addrs) => addrs
-            .next()
-            .ok_or_else(|| format!("{address:?} resolved to no address")),
-        Err(e) => Err(format!("cannot resolve {address:?}: {e}")),
+    // A bare IP with the scheme's default port.
+    if let (Some(port), Ok(ip)) = (
+        default_port,
+        rest.trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>(),
+    ) {
+        return Ok((scheme, Target::Addr(SocketAddr::new(ip, port))));
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad)?,
+        ),
+        None => (rest, default_port.ok_or_else(bad)?),
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    if host.parse::<std::net::IpAddr>().is_ok() || !valid_host(&host) {
+        return Err(bad());
+    }
+    Ok((scheme, Target::Name { host, port }))
+}
+
+/// A DNS name: labels of letters, digits, `-` and `_` (SRV names), 1-63 each.
+fn valid_host(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// `tls:` and the `https://` shorthand: TLS is on for the whole service or off.
+fn validate_tls(
+    raw: Option<RawUpstreamTls>,
+    schemes: &[(String, Option<&'static str>)],
+    http2: bool,
+    path: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<UpstreamTls> {
+    let https = schemes.iter().any(|(_, s)| *s == Some("https"));
+    for (upath, scheme) in schemes {
+        if *scheme == Some("http") && (https || raw.is_some()) {
+            errors.push(ConfigError::new(
+                format!("{upath}.address"),
+                "http:// in a service that speaks TLS (tls: or an https:// upstream): TLS is per service",
+            ));
+        }
+    }
+    if raw.is_none() && !https {
+        return None;
+    }
+    let raw = raw.unwrap_or_default();
+    let tpath = format!("{path}.tls");
+    let alpn = match raw.alpn.as_deref() {
+        None | Some("h1") => Alpn::H1,
+        Some("h2") => Alpn::H2,
+        Some("h2h1") => Alpn::H2H1,
+        Some(other) => {
+            errors.push(ConfigError::new(
+                format!("{tpath}.alpn"),
+                format!("unknown alpn {other:?} (valid: h1, h2, h2h1)"),
+            ));
+            Alpn::H1
+        }
+    };
+    if http2 {
+        errors.push(ConfigError::new(
+            format!("{path}.http2"),
+            "is for plaintext HTTP/2; over TLS use tls.alpn: h2 or h2h1",
+        ));
+    }
+    let sni = raw
+        .sni
+        .map(|s| s.trim().trim_end_matches('.').to_ascii_lowercase());
+    if let Some(s) = &sni {
+        if s.parse::<std::net::IpAddr>().is_err() && !valid_host(s) {
+            errors.push(ConfigError::new(
+                format!("{tpath}.sni"),
+                format!("invalid server name {s:?}"),
+            ));
+        }
+    }
+    let client = match (&raw.client_cert, &raw.client_key) {
+        (Some(c), Some(k)) => Some((c.as_str(), k.as_str())),
+        (None, None) => None,
+        (Some(_), None) => {
+            errors.push(ConfigError::new(
+                format!("{tpath}.client_key"),
+                "client_cert needs client_key",
+            ));
+            None
+        }
+        (None, Some(_)) => {
+            errors.push(ConfigError::new(
+                format!("{tpath}.client_cert"),
+                "client_key needs client_cert",
+            ));
+            None
+        }
+    };
+    match UpstreamTls::load(
+        sni,
+        raw.verify.unwrap_or(true),
+        raw.ca_file.as_deref(),
+        client,
+        alpn,
+    ) {
+        Ok(t) => Some(t),
+        Err((field, msg)) => {
+            errors.push(ConfigError::new(format!("{tpath}.{field}"), msg));
+            None
+        }
     }
 }
 

@@ -1,20 +1,28 @@
-//! Active health checks: Pingora's TCP or HTTP check behind a `HealthRegistry`, and the
-//! loop that runs it for as long as a runtime uses the service's probe.
+//! Active health checks behind Pingora's `HealthRegistry`, and the loop that runs them
+//! for as long as a runtime uses the service's probe.
+//!
+//! The check is Gatehouse's own [`Probe`] rather than Pingora's TCP/HTTP checks so that
+//! it reaches each member exactly as requests do: the same peer (TLS settings, client
+//! certificate, SNI of that member, HTTP version), built by [`super::peer::build`].
 
-use super::config::{HealthCheckConfig, HealthKind};
+use super::config::{HealthCheckConfig, HealthKind, ServiceConfig};
+use super::discovery::MemberInfo;
+use super::peer::{self, PeerTimeouts};
 use async_trait::async_trait;
+use pingora::connectors::http::Connector;
+use pingora::connectors::TransportConnector;
 use pingora::http::RequestHeader;
-use pingora::lb::health_check::{HealthCheck, HealthObserve, HttpHealthCheck, TcpHealthCheck};
+use pingora::lb::health_check::HealthCheck;
 use pingora::lb::{Backend, HealthRegistry};
-use pingora::{Error, ErrorType};
+use pingora::{Error, ErrorType, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 /// A service's active health checking: Pingora's `HealthRegistry` (the probe and the
 /// health of each upstream) and how often to run it. Shared by the old and new runtime
-/// of a service across a reload when the health-check settings did not change, so health
-/// state carries over and only one loop probes.
+/// of a service across a reload when the check and the way to reach the upstreams did
+/// not change, so health state carries over and only one loop probes.
 pub struct HealthProbe {
     pub(super) registry: Arc<HealthRegistry>,
     interval: Duration,
@@ -22,88 +30,133 @@ pub struct HealthProbe {
 }
 
 impl HealthProbe {
-    pub fn new(registry: HealthRegistry, interval: Duration) -> Self {
+    pub fn new(config: &ServiceConfig, hc: &HealthCheckConfig) -> Self {
+        // Health is keyed by address alone, so a weight change keeps it.
+        let registry = HealthRegistry::with_equivalence(|b| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            b.addr.hash(&mut h);
+            h.finish()
+        });
+        registry.set_health_check(Box::new(Probe::new(config, hc)));
         HealthProbe {
             registry: Arc::new(registry),
-            interval,
+            interval: hc.interval,
             started: AtomicBool::new(false),
         }
     }
 }
 
-/// Logs each health transition once, with the service and the configured address.
-struct HealthLogger {
+/// One check of one member: a TCP (and TLS) connection, or an HTTP exchange whose
+/// status must be the expected one.
+struct Probe {
     service: String,
+    config: ServiceConfig,
+    check: HealthCheckConfig,
+    http: Connector,
+    tcp: TransportConnector,
 }
 
-#[async_trait]
-impl HealthObserve for HealthLogger {
-    async fn observe(&self, target: &Backend, healthy: bool) {
-        if healthy {
-            log::info!(
-                "service {}: upstream {} is healthy again",
-                self.service,
-                target.addr
-            );
-        } else {
-            log::warn!(
-                "service {}: upstream {} failed its health check and is out of rotation",
-                self.service,
-                target.addr
+impl Probe {
+    fn new(config: &ServiceConfig, check: &HealthCheckConfig) -> Self {
+        Probe {
+            service: config.name.clone(),
+            config: config.clone(),
+            check: check.clone(),
+            http: Connector::new(None),
+            tcp: TransportConnector::new(None),
+        }
+    }
+
+    async fn http(
+        &self,
+        peer: &pingora::prelude::HttpPeer,
+        path: &str,
+        host: &str,
+        expect: u16,
+    ) -> Result<()> {
+        let (mut session, _reused) = self.http.get_http_session(peer).await?;
+        session.set_write_timeout(Some(self.check.timeout));
+        session.set_read_timeout(Some(self.check.timeout));
+        let mut req = RequestHeader::build("GET", path.as_bytes(), None)?;
+        req.insert_header("Host", host)?;
+        req.insert_header("User-Agent", "gatehouse-health-check")?;
+        session.write_request_header(Box::new(req)).await?;
+        session.finish_request_body().await?;
+        session.read_response_header().await?;
+        let status = session.response_header().map_or(0, |r| r.status.as_u16());
+        if status != expect {
+            return Error::e_explain(
+                ErrorType::CustomCode("unexpected status", status),
+                "during http health check",
             );
         }
+        while session.read_response_body().await?.is_some() {}
+        Ok(())
     }
 }
 
-pub(super) fn health_check(
-    service: &str,
-    hc: &HealthCheckConfig,
-) -> Box<dyn HealthCheck + Send + Sync> {
-    let observer = Box::new(HealthLogger {
-        service: service.to_string(),
-    });
-    match &hc.kind {
-        HealthKind::Tcp => {
-            let mut c = TcpHealthCheck::new();
-            c.consecutive_success = hc.healthy_after as usize;
-            c.consecutive_failure = hc.unhealthy_after as usize;
-            c.peer_template.options.connection_timeout = Some(hc.timeout);
-            c.peer_template.options.total_connection_timeout = Some(hc.timeout);
-            c.health_changed_callback = Some(observer);
-            c
+#[async_trait]
+impl HealthCheck for Probe {
+    fn health_threshold(&self, success: bool) -> usize {
+        if success {
+            self.check.healthy_after as usize
+        } else {
+            self.check.unhealthy_after as usize
         }
-        HealthKind::Http {
-            path,
-            host,
-            expect_status,
-        } => {
-            let host = host.as_deref().unwrap_or("localhost");
-            let mut c = HttpHealthCheck::new(host, false);
-            c.consecutive_success = hc.healthy_after as usize;
-            c.consecutive_failure = hc.unhealthy_after as usize;
-            c.peer_template.options.connection_timeout = Some(hc.timeout);
-            c.peer_template.options.total_connection_timeout = Some(hc.timeout);
-            c.peer_template.options.read_timeout = Some(hc.timeout);
-            c.peer_template.options.write_timeout = Some(hc.timeout);
-            if let Ok(mut req) = RequestHeader::build("GET", path.as_bytes(), None) {
-                // Validated at load: path and host are plain ASCII.
-                let _ = req.insert_header("Host", host);
-                let _ = req.insert_header("User-Agent", "gatehouse-health-check");
-                c.req = req;
-            }
-            let expect = *expect_status;
-            c.validator = Some(Box::new(move |resp| {
-                if resp.status.as_u16() == expect {
-                    Ok(())
-                } else {
-                    Error::e_explain(
-                        ErrorType::CustomCode("unexpected status", resp.status.as_u16()),
-                        "during http health check",
-                    )
+    }
+
+    async fn check(&self, target: &Backend) -> Result<()> {
+        let host = target
+            .ext
+            .get::<MemberInfo>()
+            .and_then(|m| m.host.as_deref());
+        let t = self.check.timeout;
+        let timeouts = PeerTimeouts {
+            connect: t,
+            read: t,
+            write: t,
+            idle: t,
+        };
+        let Some(&addr) = target.addr.as_inet() else {
+            return Error::e_explain(ErrorType::InternalError, "not an IP upstream");
+        };
+        let peer = peer::build(&self.config, addr, host, timeouts);
+        let work = async {
+            match &self.check.kind {
+                HealthKind::Tcp => self.tcp.new_stream(&peer).await.map(drop),
+                HealthKind::Http {
+                    path,
+                    host: header,
+                    expect_status,
+                } => {
+                    let header = header.as_deref().or(host).unwrap_or("localhost");
+                    self.http(&peer, path, header, *expect_status).await
                 }
-            }));
-            c.health_changed_callback = Some(observer);
-            Box::new(c)
+            }
+        };
+        // The whole check, TLS and all, within twice the timeout.
+        match tokio::time::timeout(t * 2, work).await {
+            Ok(r) => r,
+            Err(_) => Error::e_explain(ErrorType::ConnectTimedout, "health check timed out"),
+        }
+    }
+
+    async fn health_status_change(&self, target: &Backend, healthy: bool) {
+        let label = target
+            .ext
+            .get::<MemberInfo>()
+            .map_or_else(|| target.addr.to_string(), |m| m.label.to_string());
+        if healthy {
+            log::info!(
+                "service {}: upstream {label} is healthy again",
+                self.service
+            );
+        } else {
+            log::warn!(
+                "service {}: upstream {label} failed its health check and is out of rotation",
+                self.service
+            );
         }
     }
 }

@@ -1,10 +1,16 @@
-//! Upstream services (`upstream_peer` and the background health checks).
+//! Upstream services (`upstream_peer`, discovery and health checks in the background).
 //!
-//! Each configured service holds Pingora's `Backends` over a static backend set, with
-//! Pingora's TCP or HTTP health check attached through a `HealthRegistry`, and a
-//! [`Selector`] that orders the upstreams for each request. The checks are driven by
-//! [`ServiceRuntime::start_health_checks`], one task per service that lives exactly as
-//! long as the service's runtime object: when a reload drops a service, its checks stop.
+//! Each service holds Pingora's `Backends` over its [`discovery::Discovery`] (fixed
+//! addresses, names resolved to every A/AAAA record, SRV targets), with Gatehouse's
+//! health check attached through a `HealthRegistry`, and publishes its current members
+//! as one [`Members`] snapshot behind an `ArcSwap`: the upstreams, their state and the
+//! [`Selector`] that orders them for a request. A request takes the snapshot once and
+//! keeps it for all its attempts. A re-resolution that changes the members swaps in a
+//! new snapshot: members that stay keep their state (breaker, in-flight count, health),
+//! members that left get no new requests and drain (see [`UpstreamState::start_drain`]).
+//!
+//! The background loops ([`ServiceRuntime::start_background`]) live exactly as long as
+//! the service's runtime object: when a reload drops a service, they stop.
 //!
 //! Selection does not go through Pingora's `LoadBalancer::select_with`, which wraps the
 //! selector in a per-pick `HashSet` and hashes each backend twice; [`Selector::candidates`]
@@ -12,26 +18,35 @@
 //! Pingora's: a backend is out of rotation while `Backends::ready` says so.
 
 pub mod config;
+pub mod discovery;
 mod health;
+pub mod peer;
 pub mod selector;
 mod state;
 
 pub use config::{Balance, HashKey, ServiceConfig};
+pub use discovery::{LookupState, MemberInfo, Source};
 pub use state::{InflightCounter, InflightGuard, UpstreamState};
 
 use crate::breaker::{Admission, RetryBudget, Ticket};
+use crate::dns::ResolverSpec;
+use crate::metrics::Metrics;
+use arc_swap::ArcSwap;
+use discovery::Discovery;
 use health::HealthProbe;
-use pingora::lb::discovery;
-use pingora::lb::{Backend, Backends, HealthRegistry};
+use peer::PeerTimeouts;
+use pingora::lb::{Backend, Backends};
 use pingora::prelude::HttpPeer;
 use selector::{Member, Selector};
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// The outcome of selection.
 pub enum Selection {
-    /// The upstream index and its breaker ticket.
+    /// The upstream index (in the request's [`Members`]) and its breaker ticket.
     Chosen(usize, Ticket),
     /// Nothing can take the request; seconds for `Retry-After`.
     Unavailable { retry_after: u64 },
@@ -42,73 +57,20 @@ pub struct Upstream {
     pub backend: Backend,
     pub addr: SocketAddr,
     pub state: Arc<UpstreamState>,
+    pub info: MemberInfo,
 }
 
-/// A service: its backends and their health, its selector, its upstreams in config
-/// order, and its settings.
-pub struct ServiceRuntime {
-    pub name: Arc<str>,
-    pub config: ServiceConfig,
-    /// Pingora's view of the upstreams: membership and each one's health.
-    backends: Backends,
-    selector: Selector,
-    probe: Option<Arc<HealthProbe>>,
+/// A service's members at one moment: what a request selects from.
+pub struct Members {
     pub upstreams: Vec<Upstream>,
+    selector: Selector,
     by_addr: HashMap<SocketAddr, usize>,
-    /// Requests of this service in flight (the `gatehouse_inflight_requests` gauge).
-    pub inflight: Arc<InflightCounter>,
-    pub retry_budget: RetryBudget,
 }
 
-impl ServiceRuntime {
-    /// Build a service. With `previous` (the same service before a reload), upstreams
-    /// that still exist keep their state, and the health registry is kept when the
-    /// health-check settings are unchanged.
-    pub fn new(config: &ServiceConfig, previous: Option<&ServiceRuntime>) -> Result<Self, String> {
-        let mut upstreams = Vec::with_capacity(config.upstreams.len());
-        for u in &config.upstreams {
-            let backend = Backend::new_with_weight(&u.addr.to_string(), u.weight as usize)
-                .map_err(|e| format!("upstream {}: {e}", u.address))?;
-            let state = previous
-                .and_then(|p| p.upstream_by_addr(u.addr))
-                .filter(|old| *old.address == *u.address)
-                .unwrap_or_else(|| Arc::new(UpstreamState::new(&config.name, &u.address)));
-            state.breaker.configure(config.circuit_breaker);
-            upstreams.push(Upstream {
-                backend,
-                addr: u.addr,
-                state,
-            });
-        }
-        let set: BTreeSet<Backend> = upstreams.iter().map(|u| u.backend.clone()).collect();
-        let probe = config.health_check.as_ref().map(|hc| {
-            previous
-                .filter(|p| p.config.health_check.as_ref() == Some(hc))
-                .and_then(|p| p.probe.clone())
-                .unwrap_or_else(|| {
-                    // Health is keyed by address alone, so a weight change keeps it.
-                    let registry = HealthRegistry::with_equivalence(|b| {
-                        use std::hash::{Hash, Hasher};
-                        let mut h = std::collections::hash_map::DefaultHasher::new();
-                        b.addr.hash(&mut h);
-                        h.finish()
-                    });
-                    registry.set_health_check(health::health_check(&config.name, hc));
-                    Arc::new(HealthProbe::new(registry, hc.interval))
-                })
-        });
-        let discovery = discovery::Static::new(set);
-        let backends = match &probe {
-            Some(p) => Backends::new_with_health_registry(discovery, p.registry.clone()),
-            None => Backends::new(discovery),
-        };
-        // Static discovery never blocks: this fills the backend set (and hands it to the
-        // health registry, whose checks probe it).
-        futures::FutureExt::now_or_never(backends.update(|_| {}))
-            .ok_or("static discovery blocked")?
-            .map_err(|e| format!("service {}: {e}", config.name))?;
+impl Members {
+    fn new(balance: Balance, upstreams: Vec<Upstream>) -> Self {
         let selector = Selector::new(
-            config.balance,
+            balance,
             upstreams
                 .iter()
                 .map(|u| Member {
@@ -122,42 +84,295 @@ impl ServiceRuntime {
             .enumerate()
             .map(|(i, u)| (u.addr, i))
             .collect();
-        Ok(ServiceRuntime {
+        Members {
+            upstreams,
+            selector,
+            by_addr,
+        }
+    }
+
+    fn state_of(&self, addr: SocketAddr) -> Option<&Arc<UpstreamState>> {
+        self.by_addr.get(&addr).map(|&i| &self.upstreams[i].state)
+    }
+}
+
+/// A service: its members and their health, how they are found, and its settings.
+pub struct ServiceRuntime {
+    pub name: Arc<str>,
+    pub config: ServiceConfig,
+    /// Pingora's view of the members: membership (through discovery) and health.
+    backends: Backends,
+    members: ArcSwap<Members>,
+    /// What the last lookups found (shared with the discovery behind `backends`).
+    lookups: Arc<Mutex<LookupState>>,
+    dynamic: bool,
+    probe: Option<Arc<HealthProbe>>,
+    /// The state of the members of the service this one replaces (a reload), handed on
+    /// by the first refresh to the members that are still there.
+    inherited: Mutex<HashMap<SocketAddr, Arc<UpstreamState>>>,
+    /// Refreshes run one at a time (Pingora's `Backends::update` requires it).
+    refreshing: tokio::sync::Mutex<()>,
+    refresher_started: AtomicBool,
+    /// ms since the process's clock epoch of the last discovery error log line.
+    last_error_log: AtomicU64,
+    /// Requests of this service in flight (the `gatehouse_inflight_requests` gauge).
+    pub inflight: Arc<InflightCounter>,
+    pub retry_budget: RetryBudget,
+}
+
+impl ServiceRuntime {
+    /// Build a service. With `previous` (the same service before a reload), members
+    /// that still exist keep their state, and the health probe is kept when the check
+    /// and the way upstreams are reached are unchanged. Fixed members are installed
+    /// here; a service that resolves names has none until [`Self::refresh`] succeeds.
+    pub fn new(
+        config: &ServiceConfig,
+        previous: Option<&ServiceRuntime>,
+        resolver: &ResolverSpec,
+    ) -> Result<Self, String> {
+        let probe = config.health_check.as_ref().map(|hc| {
+            previous
+                .filter(|p| {
+                    p.config.health_check.as_ref() == Some(hc)
+                        && p.config.tls == config.tls
+                        && p.config.http2 == config.http2
+                })
+                .and_then(|p| p.probe.clone())
+                .unwrap_or_else(|| Arc::new(HealthProbe::new(config, hc)))
+        });
+        let discovery = Discovery::new(config, resolver)?;
+        let dynamic = discovery.is_dynamic();
+        let lookups = discovery.state.clone();
+        let discovery = Box::new(discovery);
+        let backends = match &probe {
+            Some(p) => Backends::new_with_health_registry(discovery, p.registry.clone()),
+            None => Backends::new(discovery),
+        };
+        let inherited = previous.map_or_else(HashMap::new, |p| {
+            p.members()
+                .upstreams
+                .iter()
+                .map(|u| (u.addr, u.state.clone()))
+                .collect()
+        });
+        let svc = ServiceRuntime {
             name: config.name.as_str().into(),
             config: config.clone(),
             backends,
-            selector,
+            members: ArcSwap::from_pointee(Members::new(config.balance, Vec::new())),
+            lookups,
+            dynamic,
             probe,
-            upstreams,
-            by_addr,
+            inherited: Mutex::new(inherited),
+            refreshing: tokio::sync::Mutex::new(()),
+            refresher_started: AtomicBool::new(false),
+            last_error_log: AtomicU64::new(0),
             inflight: Arc::default(),
             retry_budget: RetryBudget::new(
                 config.retry_budget_permille,
                 config.retry_min_per_second,
             ),
-        })
+        };
+        if !dynamic {
+            // Fixed addresses only: discovery never waits, so this installs them now
+            // (and hands them to the health registry, whose checks probe them).
+            futures::FutureExt::now_or_never(svc.backends.update(|set| svc.install(&set)))
+                .ok_or("static discovery blocked")?
+                .map_err(|e| format!("service {}: {e}", config.name))?;
+        }
+        Ok(svc)
     }
 
-    /// Start this service's health-check loop unless it runs already.
-    pub fn start_health_checks(&self) {
-        if let Some(probe) = &self.probe {
-            health::spawn(probe);
+    /// The current members. A request takes them once and keeps them for every attempt.
+    pub fn members(&self) -> Arc<Members> {
+        self.members.load_full()
+    }
+
+    /// Whether members come from DNS.
+    pub fn is_dynamic(&self) -> bool {
+        self.dynamic
+    }
+
+    /// What the last lookups found.
+    pub fn lookups(&self) -> LookupState {
+        self.lookups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Look the members up again and install them if they changed. On failure (or an
+    /// empty answer) the members stay as they were.
+    pub async fn refresh(&self) -> Result<(), String> {
+        let _one_at_a_time = self.refreshing.lock().await;
+        self.backends
+            .update(|set| self.install(&set))
+            .await
+            .map_err(|e| {
+                e.context
+                    .as_ref()
+                    .map_or_else(|| e.to_string(), |c| c.as_str().to_string())
+            })
+    }
+
+    /// Publish a new member set: members that stay keep their state, new ones start
+    /// fresh, and those that left drain.
+    fn install(&self, set: &BTreeSet<Backend>) {
+        let old = self.members.load_full();
+        let mut inherited = self
+            .inherited
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut ordered: Vec<&Backend> = set.iter().collect();
+        ordered.sort_by_key(|b| b.ext.get::<MemberInfo>().map_or(usize::MAX, |m| m.order));
+        let mut upstreams: Vec<Upstream> = Vec::with_capacity(ordered.len());
+        for b in ordered {
+            let (Some(&addr), Some(info)) = (b.addr.as_inet(), b.ext.get::<MemberInfo>()) else {
+                continue;
+            };
+            if upstreams.iter().any(|u| u.addr == addr) {
+                continue;
+            }
+            let state = old
+                .state_of(addr)
+                .cloned()
+                .or_else(|| inherited.remove(&addr))
+                .filter(|s| *s.address == *info.label)
+                .unwrap_or_else(|| Arc::new(UpstreamState::new(&self.config.name, &info.label)));
+            state.breaker.configure(self.config.circuit_breaker);
+            state.stop_drain();
+            upstreams.push(Upstream {
+                backend: b.clone(),
+                addr,
+                state,
+                info: info.clone(),
+            });
+        }
+        for u in &old.upstreams {
+            if !upstreams.iter().any(|n| Arc::ptr_eq(&n.state, &u.state)) {
+                log::info!(
+                    "service {}: upstream {} left the set ({}); draining for up to {:?}",
+                    self.name,
+                    u.state.address,
+                    u.info.source.kind(),
+                    self.config.drain_timeout
+                );
+                u.state.start_drain(self.config.drain_timeout);
+            }
+        }
+        if self.dynamic {
+            let added: Vec<&str> = upstreams
+                .iter()
+                .filter(|n| {
+                    !old.upstreams
+                        .iter()
+                        .any(|u| Arc::ptr_eq(&n.state, &u.state))
+                })
+                .map(|n| &*n.state.address)
+                .collect();
+            if !added.is_empty() {
+                log::info!(
+                    "service {}: new upstream(s) {}",
+                    self.name,
+                    added.join(", ")
+                );
+            }
+        }
+        self.members
+            .store(Arc::new(Members::new(self.config.balance, upstreams)));
+    }
+
+    /// The members this service had that `next` (its successor after a reload, or none
+    /// when the service is gone) does not keep: they get no new requests and drain.
+    pub fn retire(&self, next: Option<&ServiceRuntime>) {
+        let keep = next.map(|n| n.members());
+        for u in &self.members().upstreams {
+            let kept = keep
+                .as_ref()
+                .is_some_and(|k| k.upstreams.iter().any(|n| Arc::ptr_eq(&n.state, &u.state)));
+            if !kept {
+                u.state.start_drain(self.config.drain_timeout);
+            }
         }
     }
 
-    /// Pick an upstream: healthy, admitted by its breaker, and not yet tried by this
-    /// request if another one qualifies.
-    pub fn select(&self, key: &[u8], tried: &[usize]) -> Selection {
+    /// Start this service's background work unless it runs already: health checks, and
+    /// for a service that resolves names, re-resolution every `resolve_interval` (or a
+    /// record's shorter TTL, at least every second).
+    pub fn start_background(self: &Arc<Self>, metrics: &Arc<Metrics>) {
+        if let Some(probe) = &self.probe {
+            health::spawn(probe);
+        }
+        if !self.dynamic || self.refresher_started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        let errors = metrics.discovery_errors.with_label_values(&[&*self.name]);
+        tokio::spawn(async move {
+            loop {
+                let Some(delay) = weak.upgrade().map(|s| s.next_refresh()) else {
+                    return;
+                };
+                tokio::time::sleep(delay).await;
+                let Some(svc) = weak.upgrade() else {
+                    return;
+                };
+                if let Err(e) = svc.refresh().await {
+                    errors.inc();
+                    svc.log_discovery_error(&e);
+                }
+            }
+        });
+    }
+
+    /// When to look again: `resolve_interval`, or sooner when a record's TTL is shorter,
+    /// or after a failure; never more often than once a second.
+    fn next_refresh(&self) -> Duration {
+        let interval = self.config.resolve_interval;
+        let l = self.lookups();
+        let due = if l.error.is_some() {
+            interval.min(Duration::from_secs(5))
+        } else {
+            l.ttl.map_or(interval, |ttl| ttl.min(interval))
+        };
+        due.max(Duration::from_secs(1))
+    }
+
+    /// At most one line per service every 10 s.
+    fn log_discovery_error(&self, e: &str) {
+        let now = state::now_ms();
+        let last = self.last_error_log.load(Ordering::Relaxed);
+        if (last == 0 || now.saturating_sub(last) >= 10_000)
+            && self
+                .last_error_log
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            log::warn!(
+                "service {}: discovery failed ({e}); keeping the last {} upstream(s)",
+                self.name,
+                self.members().upstreams.len()
+            );
+        }
+    }
+
+    /// Pick an upstream: healthy, still a member (a request's members may have changed
+    /// since it took them), admitted by its breaker, and not yet tried by this request if
+    /// another one qualifies.
+    pub fn select(&self, members: &Members, key: &[u8], tried: &[usize]) -> Selection {
         for allow_tried in [false, true] {
             if allow_tried && tried.is_empty() {
                 break;
             }
-            for i in self.selector.candidates(key) {
-                if (!allow_tried && tried.contains(&i)) || !self.is_healthy(i) {
+            for i in members.selector.candidates(key) {
+                if (!allow_tried && tried.contains(&i))
+                    || !self.is_healthy(members, i)
+                    || members.upstreams[i].state.is_draining()
+                {
                     continue;
                 }
                 // Asked last: admission may take one of a half-open breaker's probe slots.
-                let breaker = &self.upstreams[i].state.breaker;
+                let breaker = &members.upstreams[i].state.breaker;
                 match breaker.try_acquire() {
                     Admission::Rejected => {}
                     a => return Selection::Chosen(i, Ticket::new(breaker.clone(), a)),
@@ -165,21 +380,20 @@ impl ServiceRuntime {
             }
         }
         Selection::Unavailable {
-            retry_after: self.retry_after(),
+            retry_after: self.retry_after(members),
         }
     }
 
     /// Seconds until something may take traffic again: the first breaker to go
     /// half-open, else the health-check interval.
-    fn retry_after(&self) -> u64 {
-        let now = std::time::Instant::now();
-        let breaker = self
+    fn retry_after(&self, members: &Members) -> u64 {
+        let now = Instant::now();
+        let breaker = members
             .upstreams
             .iter()
             .enumerate()
-            .filter(|&(i, _)| self.is_healthy(i))
-            .map(|(_, u)| u)
-            .filter_map(|u| u.state.breaker.half_open_at())
+            .filter(|&(i, _)| self.is_healthy(members, i))
+            .filter_map(|(_, u)| u.state.breaker.half_open_at())
             .min()
             .map(|t| t.saturating_duration_since(now).as_secs_f64().ceil() as u64);
         let health = self
@@ -190,39 +404,35 @@ impl ServiceRuntime {
         breaker.or(health).unwrap_or(1).max(1)
     }
 
-    fn upstream_by_addr(&self, addr: SocketAddr) -> Option<Arc<UpstreamState>> {
-        self.by_addr
-            .get(&addr)
-            .map(|&i| self.upstreams[i].state.clone())
-    }
-
     /// Whether Pingora's health check has this upstream in rotation. Without a health
     /// check nothing can take one out, so there is nothing to look up (the lookup
-    /// SipHashes the backend).
-    pub fn is_healthy(&self, upstream: usize) -> bool {
-        self.probe.is_none() || self.backends.ready(&self.upstreams[upstream].backend)
+    /// hashes the backend).
+    pub fn is_healthy(&self, members: &Members, upstream: usize) -> bool {
+        self.probe.is_none() || self.backends.ready(&members.upstreams[upstream].backend)
     }
 
     pub fn healthy_count(&self) -> usize {
-        (0..self.upstreams.len())
-            .filter(|&i| self.is_healthy(i))
+        let members = self.members();
+        (0..members.upstreams.len())
+            .filter(|&i| self.is_healthy(&members, i))
             .count()
     }
 
-    /// The peer for one attempt, with the service's timeouts.
-    pub fn peer(&self, upstream: usize) -> HttpPeer {
+    /// The peer for one attempt, with the service's timeouts and TLS settings.
+    pub fn peer(&self, upstream: &Upstream) -> HttpPeer {
         let t = &self.config.timeouts;
-        let mut peer = HttpPeer::new(self.upstreams[upstream].addr, false, String::new());
-        peer.options.connection_timeout = Some(t.connect);
-        peer.options.total_connection_timeout = Some(t.connect);
-        peer.options.read_timeout = Some(t.read);
-        peer.options.write_timeout = Some(t.write);
-        peer.options.idle_timeout = Some(t.idle);
-        if self.config.http2 {
-            // Plaintext HTTP/2 to the upstream: prior knowledge, no fallback.
-            peer.options.set_http_version(2, 2);
-        }
-        peer
+        let timeouts = PeerTimeouts {
+            connect: t.connect,
+            read: t.read,
+            write: t.write,
+            idle: t.idle,
+        };
+        peer::build(
+            &self.config,
+            upstream.addr,
+            upstream.info.host.as_deref(),
+            timeouts,
+        )
     }
 }
 

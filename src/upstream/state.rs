@@ -2,8 +2,17 @@
 //! attempt counters.
 
 use crate::breaker::{Breaker, SystemClock};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use crate::metrics::Outcome;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Milliseconds on the process's monotonic clock, never 0 (0 means "never" below).
+pub fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let ms = EPOCH.get_or_init(Instant::now).elapsed().as_millis();
+    u64::try_from(ms).unwrap_or(u64::MAX - 1) + 1
+}
 
 /// A count of requests in flight, shared by every request that holds a guard.
 #[derive(Debug, Default)]
@@ -42,7 +51,12 @@ pub struct UpstreamState {
     pub breaker: Arc<Breaker>,
     /// `gatehouse_upstream_requests_total` for this upstream, by outcome, resolved on
     /// first use (a label lookup hashes three strings under a lock).
-    pub attempt_counters: std::sync::OnceLock<[prometheus::IntCounter; 4]>,
+    pub attempt_counters: OnceLock<[prometheus::IntCounter; Outcome::COUNT]>,
+    /// While it drains (it left the member set): when requests still on it are cut,
+    /// in [`now_ms`] (0: serving).
+    drain_deadline: AtomicU64,
+    /// [`now_ms`] of the last TLS failure log line about it (0: none).
+    pub last_tls_log: AtomicU64,
 }
 
 impl UpstreamState {
@@ -54,7 +68,46 @@ impl UpstreamState {
                 &format!("{service}/{address}"),
                 Arc::new(SystemClock),
             )),
-            attempt_counters: std::sync::OnceLock::new(),
+            attempt_counters: OnceLock::new(),
+            drain_deadline: AtomicU64::new(0),
+            last_tls_log: AtomicU64::new(0),
         }
+    }
+
+    /// It left its service: no new requests (it is not selected any more), and those
+    /// still on it may run for `timeout` more. A drain already under way keeps its
+    /// deadline.
+    pub fn start_drain(&self, timeout: Duration) {
+        let deadline =
+            now_ms().saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+        let _ =
+            self.drain_deadline
+                .compare_exchange(0, deadline, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// It is back in its service.
+    pub fn stop_drain(&self) {
+        self.drain_deadline.store(0, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.drain_deadline.load(Ordering::Relaxed) != 0
+    }
+
+    /// Whether requests still on it have run out of drain time.
+    pub fn drain_expired(&self) -> bool {
+        let d = self.drain_deadline.load(Ordering::Relaxed);
+        d != 0 && now_ms() >= d
+    }
+
+    /// Whether a log line about a failure of this upstream is due (at most one per 10 s).
+    pub fn tls_log_due(&self) -> bool {
+        let now = now_ms();
+        let last = self.last_tls_log.load(Ordering::Relaxed);
+        (last == 0 || now.saturating_sub(last) >= 10_000)
+            && self
+                .last_tls_log
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 }

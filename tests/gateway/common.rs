@@ -412,6 +412,8 @@ pub fn upstream_list(servers: &[EchoServer], weights: &[u32]) -> String {
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
+    /// Serve TLS only, with this certificate and key.
+    tls: Option<(String, String)>,
 }
 
 impl RedisServer {
@@ -439,14 +441,37 @@ impl RedisServer {
     }
 
     pub fn start(port: u16) -> RedisServer {
-        let mut s = RedisServer { port, child: None };
+        let mut s = RedisServer {
+            port,
+            child: None,
+            tls: None,
+        };
+        s.restart();
+        s
+    }
+
+    /// Redis over TLS only (`rediss://`), with this certificate and key.
+    pub fn start_tls(port: u16, cert: &str, key: &str) -> RedisServer {
+        let mut s = RedisServer {
+            port,
+            child: None,
+            tls: Some((cert.to_string(), key.to_string())),
+        };
         s.restart();
         s
     }
 
     pub fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let mut cmd = Command::new("redis-server");
+        match &self.tls {
+            None => cmd.args(["--port", &self.port.to_string()]),
+            Some((cert, key)) => cmd
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .args(["--tls-cert-file", cert, "--tls-key-file", key])
+                .args(["--tls-auth-clients", "no"]),
+        };
+        let child = cmd
+            .args(["--bind", "127.0.0.1"])
             .args([
                 "--save",
                 "",
@@ -461,6 +486,14 @@ impl RedisServer {
             .expect("spawn redis-server");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
+        if self.tls.is_some() {
+            // Up once it accepts connections (a plain PING gets no answer over TLS).
+            while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+                assert!(Instant::now() < deadline, "redis-server did not listen");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            return;
+        }
         while !self.ping() {
             assert!(
                 Instant::now() < deadline,

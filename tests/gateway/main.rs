@@ -2,13 +2,18 @@
 //! servers started by each test. One test binary (one link) for all of them.
 
 mod common;
+mod dns;
+mod pki;
+mod tls_upstream;
 
 mod admin;
 mod auth;
 mod balance;
 mod config_cli;
+mod discovery;
 mod forwarding;
 mod health;
+mod listener_certs;
 mod operations;
 mod protocols;
 mod ratelimit;
@@ -16,3 +21,4 @@ mod redis_store;
 mod resilience;
 mod routing;
 mod traffic;
+mod upstream_tls;

@@ -203,3 +203,36 @@ fn redis_down_with_deny_is_503() {
     assert_eq!(r.json()["error"], "rate_limit_unavailable");
     assert!(t.elapsed() < Duration::from_millis(600));
 }
+
+#[test]
+fn limits_shared_through_redis_over_tls() {
+    if !RedisServer::available() {
+        return;
+    }
+    let dir = scratch_dir("rediss");
+    let pki = crate::pki::Pki::new(&dir, "redis");
+    let other = crate::pki::Pki::new(&dir, "other");
+    let cert = pki.server("redis", &["127.0.0.1"], 5);
+    let redis = RedisServer::start_tls(RedisServer::free_port(), cert.cert(), cert.key());
+    let up = upstreams(1);
+    let config = |ca: &str| {
+        format!(
+            "rate_limits:\n  store: redis\n  redis: {{ url: \"rediss://127.0.0.1:{}/0\", ca_file: \"{ca}\", timeout: 1s, on_error: deny }}\n  \
+             policies:\n    p: {{ key: global, limit: 2, window: 1m }}\n\
+             services:\n  s: {{ upstreams: [{{ address: \"{}\" }}] }}\n\
+             routes:\n  - {{ name: r, match: {{ path_prefix: / }}, service: s, rate_limit: [p] }}\n",
+            redis.port,
+            up[0].addr()
+        )
+    };
+    let gw = Gateway::start(&config(pki.ca()));
+    let statuses: Vec<u16> = (0..3).map(|_| gw.get("/x").status).collect();
+    assert_eq!(statuses, [200, 200, 429], "{}", gw.log());
+    assert_eq!(
+        gw.metric("gatehouse_rate_limit_store_errors_total", ""),
+        Some(0.0)
+    );
+    // A CA that did not sign Redis's certificate: the store fails, on_error: deny.
+    let gw = Gateway::start(&config(other.ca()));
+    assert_eq!(gw.get("/x").status, 503);
+}

@@ -149,7 +149,8 @@ mod units;
 fn a_section_with_errors_still_declares_its_names() {
     // A bad Redis URL is one error: the route naming the section's policy is not also
     // told the policy is unknown.
-    let section = "rate_limits:\n  store: redis\n  redis: { url: \"http//nope\" }\n  policies:\n    \
+    let section =
+        "rate_limits:\n  store: redis\n  redis: { url: \"http//nope\" }\n  policies:\n    \
                    per-key: { key: \"header:X-Api-Key\", limit: 5, window: 1s }\nroutes:";
     let yaml = GOOD.replace("routes:", section) + "    rate_limit: [per-key]\n";
     let errors = load(&yaml).unwrap_err();
