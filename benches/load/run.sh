@@ -18,7 +18,9 @@
 #   --warmup S         wrk warm-up before each measured wrk run (default 3; --quick: 1)
 #   --rate N           oha request rate (default: 50% of the slowest wrk median)
 #   --targets LIST     comma-separated subset of: nginx,haproxy,bare,gh-pass,gh-full
-#                      (also bare-timeouts: bare Pingora with Gatehouse's peer timeouts)
+#                      (also bare-timeouts: bare Pingora with Gatehouse's peer timeouts;
+#                      gh-tls: the passthrough to the origin over HTTPS, verified, pooled,
+#                      paired side by side with gh-pass)
 #   --variant L=BIN    also run gh-pass and gh-full with another gatehouse binary,
 #                      labelled L (repeatable; for build-profile comparisons)
 #   --work-stealing B  true|false: Pingora's work-stealing runtime, for bare Pingora and
@@ -171,7 +173,8 @@ for t in "${wanted[@]}"; do
         bare-timeouts) add_target bare-timeouts bare "$BARE_BIN" BARE_TIMEOUTS=1 ;;
         gh-pass) add_target gh-pass gatehouse "$GATEHOUSE_BIN" "$HERE/gatehouse-passthrough.yaml" ;;
         gh-full) add_target gh-full gatehouse "$GATEHOUSE_BIN" "$HERE/gatehouse-full.yaml" ;;
-        *) die "unknown target $t (nginx,haproxy,bare,gh-pass,gh-full,bare-timeouts)" ;;
+        gh-tls) add_target gh-tls gatehouse "$GATEHOUSE_BIN" "$HERE/gatehouse-tls-upstream.yaml" ;;
+        *) die "unknown target $t (nginx,haproxy,bare,gh-pass,gh-full,bare-timeouts,gh-tls)" ;;
     esac
 done
 for v in ${VARIANTS[@]+"${VARIANTS[@]}"}; do
@@ -201,9 +204,12 @@ perf_this() { [[ ,$PERF_TARGET, == *",$1,"* ]]; }
 # The two ports of the side-by-side pairs' fresh instances (see measure_pair).
 PAIR_PORTS=("$next_port" $((next_port + 1)))
 
+# The origin's HTTPS port (only with the gh-tls target).
+ORIGIN_TLS_PORT=$((PORT_BASE + 99))
+
 # Every port this run listens on must be free: the origin, the targets, the pair ports,
 # the gatehouse admin ports (listening port + 50).
-PORTS=("$ORIGIN_PORT")
+PORTS=("$ORIGIN_PORT" "$ORIGIN_TLS_PORT")
 for i in $(seq 0 $((NT - 1))); do
     PORTS+=("${T_PORT[$i]}")
     [ "${T_KIND[$i]}" = gatehouse ] && PORTS+=($((T_PORT[i] + 50)))
@@ -294,6 +300,29 @@ mkdir -p "$RUNDIR/www" "$RUNDIR/nginx-origin-tmp" "$RUNDIR/nginx-proxy-tmp"
 printf ok >"$RUNDIR/www/small"
 head -c 16384 /dev/zero | tr '\0' x >"$RUNDIR/www/large"
 
+if [[ ,$TARGET_LIST, == *,gh-tls,* ]]; then
+    # The origin also over HTTPS, with a CA and a certificate for origin.bench made now.
+    {
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+            -keyout "$RUNDIR/origin-ca.key" -out "$RUNDIR/origin-ca.crt" -subj /CN=bench-ca &&
+            openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+                -keyout "$RUNDIR/origin.key" -out "$RUNDIR/origin.csr" -subj /CN=origin.bench &&
+            printf 'subjectAltName=DNS:origin.bench\nbasicConstraints=CA:FALSE\n' >"$RUNDIR/origin.ext" &&
+            openssl x509 -req -in "$RUNDIR/origin.csr" -CA "$RUNDIR/origin-ca.crt" \
+                -CAkey "$RUNDIR/origin-ca.key" -CAcreateserial -days 2 \
+                -extfile "$RUNDIR/origin.ext" -out "$RUNDIR/origin.crt"
+    } >/dev/null 2>&1 || die "openssl could not make the origin's certificate"
+    cat >"$RUNDIR/origin-tls.conf" <<EOF
+server {
+    listen 127.0.0.1:$ORIGIN_TLS_PORT ssl backlog=4096;
+    ssl_certificate $RUNDIR/origin.crt;
+    ssl_certificate_key $RUNDIR/origin.key;
+    root $RUNDIR/www;
+    location = /small { }
+    location = /large { }
+}
+EOF
+fi
 fill "$HERE/nginx-origin.conf.in" "$RUNDIR/nginx-origin.conf" -
 taskset -c 1 nginx -p "$RUNDIR" -e "$RUNDIR/nginx-origin.error.log" -c "$RUNDIR/nginx-origin.conf" \
     2>"$RESULTS/origin.log" &
@@ -323,6 +352,7 @@ launch_rust() { # i port rundir out
             mkdir -p "$rundir"
             env GH_LISTEN="127.0.0.1:$port" GH_ADMIN="127.0.0.1:$((port + 50))" \
                 GH_ORIGIN="127.0.0.1:$ORIGIN_PORT" GH_RUNDIR="$rundir" \
+                GH_ORIGIN_TLS="127.0.0.1:$ORIGIN_TLS_PORT" GH_ORIGIN_CA="$RUNDIR/origin-ca.crt" \
                 taskset -a -c 0 "${T_BIN[$i]}" -c "${T_CONF[$i]}" 2>>"$out" &
             ;;
         *) die "${T_NAME[$i]} is neither bare Pingora nor Gatehouse" ;;
@@ -351,6 +381,7 @@ for i in $(seq 0 $((NT - 1))); do
             mkdir -p "$RUNDIR/$slug"
             env GH_LISTEN="127.0.0.1:$port" GH_ADMIN="127.0.0.1:$((port + 50))" \
                 GH_ORIGIN="127.0.0.1:$ORIGIN_PORT" GH_RUNDIR="$RUNDIR/$slug" \
+                GH_ORIGIN_TLS="127.0.0.1:$ORIGIN_TLS_PORT" GH_ORIGIN_CA="$RUNDIR/origin-ca.crt" \
                 "${T_BIN[$i]}" -c "${T_CONF[$i]}" -t >/dev/null 2>"$out" ||
                 die "$name: config rejected (see $out)"
             launch_rust "$i" "$port" "$RUNDIR/$slug" "$out"
@@ -621,7 +652,7 @@ done
 # Side by side: each pair loaded at once, so the ratio sees one state of the machine.
 if [ "$PAIRS" -gt 0 ]; then
     PAIR_LIST=()
-    for p in gh-pass:bare-pingora gh-full:gh-pass; do
+    for p in gh-pass:bare-pingora gh-full:gh-pass gh-tls:gh-pass; do
         a=$(index_of "${p%%:*}") b=$(index_of "${p#*:}")
         [ -n "$a" ] && [ -n "$b" ] && PAIR_LIST+=("$a:$b")
     done
