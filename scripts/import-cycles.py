@@ -34,9 +34,39 @@ def module_path(f: Path):
     return tuple(parts)
 
 
+def strip_code_noise(text: str) -> str:
+    """Comments out, string literals emptied (their text may look like code)."""
+    out, i, n = [], 0, len(text)
+    while i < n:
+        c = text[i]
+        if text.startswith("//", i):
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+        elif text.startswith("/*", i):
+            j = text.find("*/", i + 2)
+            i = n if j < 0 else j + 2
+        elif (m := re.match(r'b?r(#*)"', text[i:])) and (i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")):
+            end = '"' + m.group(1)
+            j = text.find(end, i + m.end())
+            out.append('""')
+            i = n if j < 0 else j + len(end)
+        elif c == '"':
+            j = i + 1
+            while j < n and text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            out.append('""')
+            i = j + 1
+        elif c == "'" and (m := re.match(r"'(\\.|[^\\'])'", text[i:])):
+            out.append("' '")
+            i += m.end()
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
 def strip_comments_and_tests(text: str) -> str:
-    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
-    text = re.sub(r"//[^\n]*", "", text)
+    text = strip_code_noise(text)
     # Drop inline `#[cfg(test)] mod tests { ... }` blocks (brace matched).
     out, i = [], 0
     for m in re.finditer(r"#\[cfg\(test\)\]\s*mod\s+\w+\s*\{", text):

@@ -43,6 +43,9 @@ impl AdminApp {
                 .rate_store_errors
                 .inc_by(store_errors - counted);
         }
+        self.metrics
+            .rate_store_state
+            .set(rt.rate_store.state() as i64);
         // Reset first so upstreams removed by a reload disappear from the output.
         self.metrics.upstream_healthy.reset();
         self.metrics.circuit_state.reset();
@@ -186,6 +189,11 @@ impl AdminApp {
             "version": env!("CARGO_PKG_VERSION"),
             "config": rt.config.source.display().to_string(),
             "listeners": listeners,
+            "rate_limit_store": {
+                "kind": format!("{:?}", rt.rate_store.kind()).to_lowercase(),
+                "state": rt.rate_store.state().name(),
+                "errors": rt.rate_store.redis_errors(),
+            },
             "routes": routes,
             "services": services,
         })

@@ -122,11 +122,20 @@ fn main() -> ExitCode {
     )
 }
 
-/// `-t` beyond the file: build the runtime (nothing starts) and resolve every upstream
-/// name, so a name that does not resolve is found now rather than at start.
+/// `-t` beyond the file: build the runtime (nothing starts), resolve every upstream name
+/// and ask the shared rate-limit store what it is, so a name that does not resolve or a
+/// Cluster node given as a plain URL is found now rather than at start.
 fn check(path: &Path, config: Config) -> ExitCode {
     let problems = match gatehouse::runtime::Runtime::build(config, None) {
-        Ok(rt) => rt.resolve_blocking().err().unwrap_or_default(),
+        Ok(rt) => match rt.prepare_blocking() {
+            Ok(warnings) => {
+                for w in warnings {
+                    eprintln!("warning: {w}");
+                }
+                vec![]
+            }
+            Err(errors) => errors,
+        },
         Err(e) => vec![e],
     };
     if problems.is_empty() {

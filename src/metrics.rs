@@ -29,6 +29,8 @@ pub struct Metrics {
     pub cache_requests: IntCounterVec,
     /// Redis store failures answered per `on_error` (synced from the store at scrape).
     pub rate_store_errors: prometheus::IntCounter,
+    /// The shared rate-limit store: 0 up, 1 degraded (failing), 2 down (skipped).
+    pub rate_store_state: prometheus::IntGauge,
     /// Lookups of a service's members that failed (the last good set was kept).
     pub discovery_errors: IntCounterVec,
     /// When each listener certificate expires (unix seconds), filled in at scrape.
@@ -165,6 +167,11 @@ impl Metrics {
             "Rate-limit decisions the Redis store could not make in time (on_error applied).",
         )
         .expect("static metric definition");
+        let rate_store_state = prometheus::IntGauge::new(
+            "gatehouse_rate_limit_store_state",
+            "The shared rate-limit store: 0 up, 1 degraded (recent failures), 2 down (decisions apply on_error without asking it).",
+        )
+        .expect("static metric definition");
         let discovery_errors = IntCounterVec::new(
             Opts::new(
                 "gatehouse_discovery_errors_total",
@@ -184,6 +191,7 @@ impl Metrics {
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(discovery_errors.clone()),
+            Box::new(rate_store_state.clone()),
             Box::new(certificate_expiry.clone()),
             Box::new(duration.clone()),
             Box::new(upstream_requests.clone()),
@@ -213,6 +221,7 @@ impl Metrics {
             rate_limited,
             cache_requests,
             rate_store_errors,
+            rate_store_state,
             discovery_errors,
             certificate_expiry,
         }

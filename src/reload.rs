@@ -84,8 +84,11 @@ impl Reloader {
                 .needs_upgrade
                 .push("routes[].compression (off for every route at start)".to_string());
         }
-        if let Err(errors) = new.resolve().await {
-            return Err(self.failed(errors));
+        match new.prepare(Some(&old)).await {
+            Ok(warnings) => warnings
+                .iter()
+                .for_each(|w| log::warn!("config reload: {w}")),
+            Err(errors) => return Err(self.failed(errors)),
         }
         new.prefetch_jwks().await;
         new.start_background(&self.metrics);

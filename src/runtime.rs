@@ -13,7 +13,7 @@ use crate::auth::{JwtConfig, Verifier};
 use crate::cache::RouteCache;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::ratelimit::Store;
+use crate::ratelimit::{Probe, RedisTarget, Store};
 use crate::routing::{Route, RouteAuth, RouteConfig, RouteMatch, RouteTable};
 use crate::upstream::ServiceRuntime;
 use http::HeaderName;
@@ -161,10 +161,11 @@ impl Runtime {
         }
     }
 
-    /// Resolve the members of services that find them by name and have none yet (new
-    /// in this snapshot), so it never serves an empty service. Every failure, with the
-    /// service it concerns; bounded by 10 s.
-    pub async fn resolve(&self) -> Result<(), Vec<String>> {
+    /// Get ready to serve: resolve the members of services that find them by name and
+    /// have none yet (new in this snapshot), so it never serves an empty service, and ask
+    /// a new shared rate-limit store what it is. Warnings (a store that does not answer
+    /// yet), or every error with its path; bounded by 10 s.
+    pub async fn prepare(&self, previous: Option<&Runtime>) -> Result<Vec<String>, Vec<String>> {
         let pending: Vec<_> = self
             .services
             .iter()
@@ -184,26 +185,49 @@ impl Runtime {
                     svc.name
                 )),
             }
-        }))
-        .await;
-        let errors: Vec<String> = lookups.into_iter().filter_map(Result::err).collect();
+        }));
+        let new_store = previous.is_none_or(|p| !Arc::ptr_eq(&p.rate_store, &self.rate_store));
+        let probe = async {
+            if new_store {
+                self.rate_store.probe().await
+            } else {
+                Probe::Fine
+            }
+        };
+        let (lookups, probe) = futures::future::join(lookups, probe).await;
+        let mut errors: Vec<String> = lookups.into_iter().filter_map(Result::err).collect();
+        let mut warnings = Vec::new();
+        let at = self
+            .config
+            .rate_limits
+            .store
+            .redis
+            .as_ref()
+            .map_or("rate_limits.redis", |r| match r.target {
+                RedisTarget::Standalone(_) => "rate_limits.redis.url",
+                RedisTarget::Cluster(_) => "rate_limits.redis.cluster",
+                RedisTarget::Sentinel { .. } => "rate_limits.redis.sentinel",
+            });
+        match probe {
+            Probe::Fine => {}
+            Probe::Warning(w) => warnings.push(format!("{at}: {w}")),
+            Probe::Error(e) => errors.push(format!("{at}: {e}")),
+        }
         if errors.is_empty() {
-            Ok(())
+            Ok(warnings)
         } else {
             Err(errors)
         }
     }
 
-    /// [`Self::resolve`] outside any async runtime (at start and for `-t`).
-    pub fn resolve_blocking(&self) -> Result<(), Vec<String>> {
-        if !self.services.iter().any(|s| s.is_dynamic()) {
-            return Ok(());
-        }
+    /// [`Self::prepare`] for a first snapshot, outside any async runtime (at start and
+    /// for `-t`).
+    pub fn prepare_blocking(&self) -> Result<Vec<String>, Vec<String>> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| vec![format!("cannot start a runtime to resolve names: {e}")])?;
-        rt.block_on(self.resolve())
+        rt.block_on(self.prepare(None))
     }
 
     /// After the swap from `old`: upstreams that this snapshot no longer has (a service

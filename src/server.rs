@@ -5,7 +5,6 @@ use crate::admin::AdminApp;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
-use crate::ratelimit::Store;
 use crate::reload::Reloader;
 use crate::runtime::Runtime;
 use crate::tls::{CertResolver, ListenerCerts, ServedCert};
@@ -66,7 +65,9 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, String> {
     let source = config.source.clone();
     let h2c = config.server.h2c;
     let runtime = Runtime::build(config, None)?;
-    runtime.resolve_blocking().map_err(|e| e.join("\n"))?;
+    for warning in runtime.prepare_blocking().map_err(|e| e.join("\n"))? {
+        log::warn!("{warning}");
+    }
     // Set up at start or not at all (see `Gateway`): the proxy and the reloader agree.
     let compression_module = runtime.any_compression;
     let runtime = Arc::new(ArcSwap::from_pointee(runtime));
@@ -164,11 +165,7 @@ impl BackgroundService for Supervisor {
                     // Errors are logged and counted inside; the old config stays.
                     let _ = self.reloader.reload().await;
                 }
-                _ = sweep.tick() => {
-                    if let Store::Memory(m) = &*self.runtime.load().rate_store {
-                        m.sweep();
-                    }
-                }
+                _ = sweep.tick() => self.runtime.load().rate_store.sweep(),
             }
         }
     }

@@ -43,11 +43,19 @@ pub struct RawRateLimits {
     pub max_keys: Option<u64>,
 }
 
-/// `rate_limits.redis:`.
+/// `rate_limits.redis:`: exactly one of `url`, `cluster` and `sentinel`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRedis {
-    pub url: String,
+    /// One Redis (`redis://` or `rediss://`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A Redis Cluster: some of its nodes (the rest are discovered).
+    #[serde(default)]
+    pub cluster: Option<Vec<String>>,
+    /// A master found through Sentinel, followed across failovers.
+    #[serde(default)]
+    pub sentinel: Option<RawSentinel>,
     #[serde(default)]
     pub timeout: Option<Dur>,
     /// `allow` (default) or `deny`.
@@ -58,6 +66,31 @@ pub struct RawRedis {
     /// For `rediss://`: trust this CA (PEM) instead of the system's roots.
     #[serde(default)]
     pub ca_file: Option<String>,
+    /// When to stop asking a failing Redis for a while.
+    #[serde(default)]
+    pub breaker: Option<RawStoreBreaker>,
+}
+
+/// `rate_limits.redis.sentinel:`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSentinel {
+    /// The master's name in Sentinel.
+    pub master: String,
+    /// Sentinel nodes (`redis://host:26379`).
+    pub nodes: Vec<String>,
+}
+
+/// `rate_limits.redis.breaker:`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStoreBreaker {
+    /// Consecutive failures (errors or timeouts) that open it.
+    #[serde(default)]
+    pub failures: Option<u32>,
+    /// How long decisions skip Redis once it opened (a probe may close it sooner).
+    #[serde(default)]
+    pub cool_down: Option<Dur>,
 }
 
 /// `rate_limits.policies.<name>:`.
@@ -327,6 +360,8 @@ impl Policies {
 pub enum StoreKind {
     Memory,
     Redis,
+    /// Local decisions from leases of each key's budget taken from Redis in batches.
+    Hybrid,
 }
 
 /// `redis.on_error`.
@@ -336,16 +371,48 @@ pub enum OnError {
     Deny,
 }
 
+/// Where the shared buckets live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    Standalone(String),
+    /// Node URLs; the cluster's topology is discovered and followed.
+    Cluster(Vec<String>),
+    Sentinel {
+        master: String,
+        nodes: Vec<String>,
+    },
+}
+
+impl RedisTarget {
+    /// The URL of the first node named (for TLS settings, which all nodes share).
+    pub fn first_url(&self) -> &str {
+        match self {
+            RedisTarget::Standalone(u) => u,
+            RedisTarget::Cluster(nodes) | RedisTarget::Sentinel { nodes, .. } => {
+                nodes.first().map_or("", String::as_str)
+            }
+        }
+    }
+}
+
 /// Validated `redis:` settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisSettings {
-    pub url: String,
+    pub target: RedisTarget,
     pub timeout: Duration,
     pub on_error: OnError,
     pub prefix: String,
     /// The PEM of `ca_file` (compared on reload, so a renewed CA file rebuilds the store).
     pub ca_pem: Option<Vec<u8>>,
+    /// Consecutive failures that make decisions skip Redis for `cool_down`.
+    pub breaker_failures: u32,
+    pub cool_down: Duration,
 }
+
+/// Default `redis.breaker.failures`.
+pub const DEFAULT_BREAKER_FAILURES: u32 = 5;
+/// Default `redis.breaker.cool_down`.
+pub const DEFAULT_COOL_DOWN: Duration = Duration::from_secs(1);
 
 /// Validated store settings. Compared on reload: equal settings keep the running store
 /// (and its buckets).
@@ -448,10 +515,10 @@ fn store_config(raw: &RawRateLimits, errs: &mut Vec<ConfigError>) -> StoreConfig
     let kind = store_kind(raw, errs);
     let max_keys = max_keys(raw, errs);
     let redis = redis_settings(raw, errs);
-    if kind == StoreKind::Redis && redis.is_none() {
+    if kind != StoreKind::Memory && redis.is_none() && raw.redis.is_none() {
         errs.push(ConfigError::new(
             format!("{ROOT}.redis"),
-            "store: redis needs a redis: section (url, timeout, on_error, prefix)",
+            "store: redis and store: hybrid need a redis: section (url, cluster or sentinel; timeout, on_error, prefix)",
         ));
     }
     StoreConfig {
@@ -465,10 +532,11 @@ fn store_kind(raw: &RawRateLimits, errs: &mut Vec<ConfigError>) -> StoreKind {
     match raw.store.as_deref().unwrap_or("memory") {
         "memory" => StoreKind::Memory,
         "redis" => StoreKind::Redis,
+        "hybrid" => StoreKind::Hybrid,
         other => {
             errs.push(ConfigError::new(
                 format!("{ROOT}.store"),
-                format!("unknown store {other:?} (valid: memory, redis)"),
+                format!("unknown store {other:?} (valid: memory, redis, hybrid)"),
             ));
             StoreKind::Memory
         }
@@ -489,15 +557,70 @@ fn max_keys(raw: &RawRateLimits, errs: &mut Vec<ConfigError>) -> u64 {
 fn redis_settings(raw: &RawRateLimits, errs: &mut Vec<ConfigError>) -> Option<RedisSettings> {
     let r = raw.redis.as_ref()?;
     let path = format!("{ROOT}.redis");
-    if let Err(e) = redis::Client::open(r.url.as_str()) {
-        errs.push(ConfigError::new(
-            format!("{path}.url"),
-            format!(
-                "invalid redis url {:?}: {e} (expected e.g. redis://127.0.0.1:6379/0)",
-                r.url
-            ),
-        ));
-    }
+    let before = errs.len();
+    let check_url = |url: &str, at: String, errs: &mut Vec<ConfigError>| {
+        if let Err(e) = redis::Client::open(url) {
+            errs.push(ConfigError::new(
+                at,
+                format!("invalid redis url {url:?}: {e} (expected e.g. redis://127.0.0.1:6379/0)"),
+            ));
+        }
+    };
+    let given = [r.url.is_some(), r.cluster.is_some(), r.sentinel.is_some()];
+    let target = match (&r.url, &r.cluster, &r.sentinel) {
+        _ if given.iter().filter(|g| **g).count() != 1 => {
+            errs.push(ConfigError::new(
+                &path,
+                "give exactly one of url, cluster and sentinel",
+            ));
+            None
+        }
+        (Some(url), _, _) => {
+            if url.starts_with("redis+sentinel://") {
+                errs.push(ConfigError::new(
+                    format!("{path}.url"),
+                    "for Sentinel use sentinel: { master: NAME, nodes: [redis://host:26379, ...] }",
+                ));
+            } else {
+                check_url(url, format!("{path}.url"), errs);
+            }
+            Some(RedisTarget::Standalone(url.clone()))
+        }
+        (_, Some(nodes), _) => {
+            if nodes.is_empty() {
+                errs.push(ConfigError::new(
+                    format!("{path}.cluster"),
+                    "list at least one node (redis://host:port)",
+                ));
+            }
+            for (i, n) in nodes.iter().enumerate() {
+                check_url(n, format!("{path}.cluster[{i}]"), errs);
+            }
+            Some(RedisTarget::Cluster(nodes.clone()))
+        }
+        (_, _, Some(s)) => {
+            if s.master.trim().is_empty() {
+                errs.push(ConfigError::new(
+                    format!("{path}.sentinel.master"),
+                    "name the master as Sentinel knows it",
+                ));
+            }
+            if s.nodes.is_empty() {
+                errs.push(ConfigError::new(
+                    format!("{path}.sentinel.nodes"),
+                    "list at least one Sentinel (redis://host:26379)",
+                ));
+            }
+            for (i, n) in s.nodes.iter().enumerate() {
+                check_url(n, format!("{path}.sentinel.nodes[{i}]"), errs);
+            }
+            Some(RedisTarget::Sentinel {
+                master: s.master.clone(),
+                nodes: s.nodes.clone(),
+            })
+        }
+        (None, None, None) => None,
+    };
     let timeout = r.timeout.map_or(DEFAULT_REDIS_TIMEOUT, |d| d.0);
     if timeout.is_zero() {
         errs.push(ConfigError::new(
@@ -520,15 +643,22 @@ fn redis_settings(raw: &RawRateLimits, errs: &mut Vec<ConfigError>) -> Option<Re
         .prefix
         .clone()
         .unwrap_or_else(|| DEFAULT_REDIS_PREFIX.to_string());
-    let tls = r
-        .url
-        .get(..9)
-        .is_some_and(|s| s.eq_ignore_ascii_case("rediss://"));
+    if prefix.contains(['{', '}']) {
+        errs.push(ConfigError::new(
+            format!("{path}.prefix"),
+            "must not contain { or } (Redis Cluster hash tags are the gateway's)",
+        ));
+    }
+    let tls = target.as_ref().is_some_and(|t| {
+        t.first_url()
+            .get(..9)
+            .is_some_and(|s| s.eq_ignore_ascii_case("rediss://"))
+    });
     let ca_pem = r.ca_file.as_ref().and_then(|file| {
         if !tls {
             errs.push(ConfigError::new(
                 format!("{path}.ca_file"),
-                "only applies to a rediss:// URL (Redis over TLS)",
+                "only applies to rediss:// URLs (Redis over TLS)",
             ));
             return None;
         }
@@ -540,12 +670,37 @@ fn redis_settings(raw: &RawRateLimits, errs: &mut Vec<ConfigError>) -> Option<Re
             }
         }
     });
+    let b = r.breaker.clone();
+    let breaker_failures = b
+        .as_ref()
+        .and_then(|b| b.failures)
+        .unwrap_or(DEFAULT_BREAKER_FAILURES);
+    if !(1..=1000).contains(&breaker_failures) {
+        errs.push(ConfigError::new(
+            format!("{path}.breaker.failures"),
+            "must be between 1 and 1000",
+        ));
+    }
+    let cool_down = b
+        .and_then(|b| b.cool_down)
+        .map_or(DEFAULT_COOL_DOWN, |d| d.0);
+    if cool_down < Duration::from_millis(10) {
+        errs.push(ConfigError::new(
+            format!("{path}.breaker.cool_down"),
+            "must be at least 10ms",
+        ));
+    }
+    if errs.len() > before {
+        return None;
+    }
     Some(RedisSettings {
-        url: r.url.clone(),
+        target: target?,
         timeout,
         on_error,
         prefix,
         ca_pem,
+        breaker_failures,
+        cool_down,
     })
 }
 

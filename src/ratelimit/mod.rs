@@ -1,6 +1,8 @@
 //! Rate limiting: GCRA policies (`rate_limits:` in the config), applied hierarchically
 //! (every policy of a route must allow; a refusal charges none of them), stored in memory
-//! (default, per instance) or in Redis (shared by all instances, one atomic round trip).
+//! (default, per instance), in Redis (shared by all instances — one Redis, a Cluster or
+//! a Sentinel-managed master — one atomic round trip per decision), or hybrid (local
+//! decisions from leases of each key's Redis budget).
 //!
 //! A compiled route holds its policies (`Route::limits`). Per request the proxy builds
 //! one [`Check`] per policy (the bucket key from [`KeySpec::bucket_key`], the parameters
@@ -17,20 +19,22 @@
 pub mod config;
 mod decision;
 mod gcra;
+mod hybrid;
 mod memory;
-mod redis_store;
+mod redis;
 mod store;
 #[cfg(test)]
 mod tests;
 
 pub use config::{
     build_policies, validate, KeySpec, OnError, Params, Policies, Policy, RateLimitConfig,
-    RawPolicy, RawRateLimits, RawRedis, RawTiers, RedisSettings, StoreConfig, StoreKind, Tiers,
-    DEFAULT_MAX_KEYS, MAX_KEY_VALUE_LEN,
+    RawPolicy, RawRateLimits, RawRedis, RawSentinel, RawStoreBreaker, RawTiers, RedisSettings,
+    RedisTarget, StoreConfig, StoreKind, Tiers, DEFAULT_MAX_KEYS, MAX_KEY_VALUE_LEN,
 };
 pub use decision::{Check, Decision, RateHeaders};
+pub use hybrid::HybridStore;
 pub use memory::{MemoryStore, SHARDS};
-pub use redis_store::{RedisStore, LOG_EVERY};
+pub use redis::{Lease, Probe, RedisStore, StoreState, LOG_EVERY};
 pub use store::Store;
 
 use crate::config::error::ConfigError;

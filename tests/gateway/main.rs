@@ -4,6 +4,7 @@
 mod common;
 mod dns;
 mod pki;
+mod redis_deploy;
 mod tls_upstream;
 
 mod admin;
@@ -17,6 +18,7 @@ mod listener_certs;
 mod operations;
 mod protocols;
 mod ratelimit;
+mod redis_fleet;
 mod redis_store;
 mod resilience;
 mod routing;

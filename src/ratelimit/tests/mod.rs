@@ -382,7 +382,7 @@ redis: { url: "http://nope", timeout: 0s, on_error: explode }
     assert_eq!(got.len(), 4, "{got:#?}");
     assert_eq!(
         got[0],
-        r#"rate_limits.store: unknown store "memcached" (valid: memory, redis)"#
+        r#"rate_limits.store: unknown store "memcached" (valid: memory, redis, hybrid)"#
     );
     assert!(
         got[1].starts_with("rate_limits.redis.url: invalid redis url"),
