@@ -36,6 +36,7 @@ impl AdminApp {
     }
 
     fn refresh_gauges(&self, rt: &Runtime) {
+        self.metrics.refresh_connections();
         let store_errors = rt.rate_store.redis_errors();
         let counted = self.metrics.rate_store_errors.get();
         if store_errors > counted {

@@ -41,6 +41,18 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Give memory the allocator holds but no longer uses back to the OS: mimalloc purges
+/// freed pages only on later allocator activity, so after a burst of connections closes
+/// an idle worker would keep their memory. Called every [`server`]'s supervisor tick.
+pub fn release_free_memory() {
+    #[cfg(feature = "mimalloc")]
+    // SAFETY: mi_collect has no preconditions; `false` = no forced collection of other
+    // threads' heaps, only this thread's and the arenas' delayed purges.
+    unsafe {
+        libmimalloc_sys::mi_collect(false);
+    }
+}
+
 pub mod access_log;
 pub mod admin;
 pub mod auth;

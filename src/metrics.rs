@@ -13,7 +13,7 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 pub struct Metrics {
     registry: Registry,
@@ -35,6 +35,11 @@ pub struct Metrics {
     pub discovery_errors: IntCounterVec,
     /// When each listener certificate expires (unix seconds), filled in at scrape.
     pub certificate_expiry: IntGaugeVec,
+    /// Downstream connections open now, and the limit (`server.max_connections`; absent
+    /// without one), filled in at scrape from the listeners' permits.
+    connections_open: prometheus::IntGauge,
+    connections_limit: prometheus::IntGauge,
+    connection_permits: OnceLock<(Arc<tokio::sync::Semaphore>, usize)>,
 }
 
 /// The outcome label of one upstream attempt.
@@ -188,8 +193,19 @@ impl Metrics {
             &["listener", "name"],
         )
         .expect("static metric definition");
+        let connections_open = prometheus::IntGauge::new(
+            "gatehouse_downstream_connections",
+            "Client connections open now, over all listeners.",
+        )
+        .expect("static metric definition");
+        let connections_limit = prometheus::IntGauge::new(
+            "gatehouse_downstream_connections_limit",
+            "server.max_connections: at this many open connections, accepting waits.",
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(connections_open.clone()),
             Box::new(discovery_errors.clone()),
             Box::new(rate_store_state.clone()),
             Box::new(certificate_expiry.clone()),
@@ -224,6 +240,32 @@ impl Metrics {
             rate_store_state,
             discovery_errors,
             certificate_expiry,
+            connections_open,
+            connections_limit,
+            connection_permits: OnceLock::new(),
+        }
+    }
+
+    /// The listeners' connection permits (one per open connection) and the limit, if
+    /// one is configured: the gauges read them at scrape.
+    pub fn set_connection_gauge(&self, permits: Arc<tokio::sync::Semaphore>, limit: Option<usize>) {
+        let total = permits.available_permits();
+        if let Some(limit) = limit {
+            self.connections_limit
+                .set(i64::try_from(limit).unwrap_or(i64::MAX));
+            let _ = self
+                .registry
+                .register(Box::new(self.connections_limit.clone()));
+        }
+        let _ = self.connection_permits.set((permits, total));
+    }
+
+    /// Update the connection gauge (at scrape).
+    pub fn refresh_connections(&self) {
+        if let Some((permits, total)) = self.connection_permits.get() {
+            let open = total.saturating_sub(permits.available_permits());
+            self.connections_open
+                .set(i64::try_from(open).unwrap_or(i64::MAX));
         }
     }
 

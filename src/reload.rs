@@ -147,6 +147,19 @@ fn needs_upgrade(old: &Config, new: &Config) -> Vec<String> {
     check("server.upgrade_sock", o.upgrade_sock != n.upgrade_sock);
     check("server.error_log", o.error_log != n.error_log);
     check("server.h2c", o.h2c != n.h2c);
+    // Read by the listeners' HTTP server options (the rest of timeouts: per request).
+    check(
+        "server.timeouts.client_header",
+        o.timeouts.client_header != n.timeouts.client_header,
+    );
+    check(
+        "server.timeouts.preface",
+        o.timeouts.preface != n.timeouts.preface,
+    );
+    check(
+        "server.max_connections",
+        o.max_connections != n.max_connections,
+    );
     check("server.work_stealing", o.work_stealing != n.work_stealing);
     check("server.grace_period", o.grace_period != n.grace_period);
     check(

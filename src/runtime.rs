@@ -11,6 +11,7 @@
 use crate::access_log::AccessLogFormat;
 use crate::auth::{JwtConfig, Verifier};
 use crate::cache::RouteCache;
+use crate::config::server::{ClientTimeouts, HeadLimits};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::ratelimit::{Probe, RedisTarget, Store};
@@ -69,6 +70,11 @@ pub struct Runtime {
     pub trusted_proxies: Vec<IpNet>,
     pub max_request_body: Option<u64>,
     pub access_log: AccessLogFormat,
+    /// `server.timeouts` (client_body, send and keepalive apply per request).
+    pub timeouts: ClientTimeouts,
+    /// The keep-alive timeout in whole seconds (what Pingora takes), at least 1.
+    pub keepalive_secs: u64,
+    pub limits: HeadLimits,
 }
 
 impl Runtime {
@@ -125,6 +131,9 @@ impl Runtime {
             trusted_proxies: config.server.trusted_proxies.clone(),
             max_request_body: config.server.max_request_body,
             access_log: config.server.access_log,
+            timeouts: config.server.timeouts,
+            keepalive_secs: (config.server.timeouts.keepalive.as_secs_f64().ceil() as u64).max(1),
+            limits: config.server.limits,
             config: Arc::new(config),
             routes: RouteTable::build(routes),
             services,

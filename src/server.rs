@@ -12,11 +12,19 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 use std::sync::Arc;
+
+/// A plaintext listener's own read buffer per connection: none (see `run`).
+const PLAIN_READ_BUFFER: usize = 0;
+/// A TLS listener's: one full TLS record, so a record is read in one call.
+const TLS_READ_BUFFER: usize = 16 * 1024 + 512;
+/// Each connection's write buffer (Pingora's default, one TCP segment).
+const WRITE_BUFFER: usize = 1460;
 
 /// Process-level options from the command line.
 #[derive(Debug, Default, Clone, Copy)]
@@ -64,6 +72,8 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, String> {
     let admin = config.admin;
     let source = config.source.clone();
     let h2c = config.server.h2c;
+    let timeouts = config.server.timeouts;
+    let max_connections = config.server.max_connections;
     let runtime = Runtime::build(config, None)?;
     for warning in runtime.prepare_blocking().map_err(|e| e.join("\n"))? {
         log::warn!("{warning}");
@@ -94,8 +104,14 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, String> {
         "gatehouse proxy",
     );
     for l in &listen {
+        let endpoint = ListenerConfig::tcp(l.address.as_str());
         match certs.get(&l.address) {
-            None => proxy.add_tcp(&l.address),
+            // Plaintext: no read buffer of the connection's own. HTTP/1 heads and bodies
+            // are read straight into their own buffers, and an idle keep-alive connection
+            // holds no read buffer at all (Pingora's default is 64 KiB per connection).
+            None => proxy.add_listener(
+                endpoint.l4_buffer(L4BufferSettings::new(PLAIN_READ_BUFFER, WRITE_BUFFER)),
+            ),
             Some(resolver) => {
                 // Modern defaults (TLS 1.2+, rustls' safe suites); HTTP/2 via ALPN. The
                 // resolver picks the certificate (the paths given here are not used).
@@ -103,16 +119,28 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, String> {
                     .map_err(|e| format!("listen {}: TLS setup failed: {e}", l.address))?;
                 settings.set_cert_resolver(resolver);
                 settings.enable_h2();
-                proxy.add_tls_with_settings(&l.address, None, settings);
+                proxy.add_listener(
+                    endpoint
+                        .tls(settings)
+                        .l4_buffer(L4BufferSettings::new(TLS_READ_BUFFER, WRITE_BUFFER)),
+                );
             }
         }
     }
-    if h2c {
-        if let Some(app) = proxy.app_logic_mut() {
-            let mut options = HttpServerOptions::default();
-            options.h2c = true;
-            app.server_options = Some(options);
-        }
+    let connections = Arc::new(tokio::sync::Semaphore::new(
+        max_connections.map_or(tokio::sync::Semaphore::MAX_PERMITS, |n| {
+            n.min(tokio::sync::Semaphore::MAX_PERMITS)
+        }),
+    ));
+    metrics.set_connection_gauge(connections.clone(), max_connections);
+    proxy.set_connection_limit(connections);
+    if let Some(app) = proxy.app_logic_mut() {
+        let mut options = HttpServerOptions::default();
+        options.h2c = h2c;
+        options.h2c_preface_timeout = Some(timeouts.preface);
+        options.first_request_timeout = Some(timeouts.client_header);
+        options.header_timeout = Some(timeouts.client_header);
+        app.server_options = Some(options);
     }
     server.add_service(proxy);
 
@@ -157,6 +185,7 @@ impl BackgroundService for Supervisor {
             }
         };
         let mut sweep = tokio::time::interval(std::time::Duration::from_secs(30));
+        let mut release = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
@@ -166,6 +195,7 @@ impl BackgroundService for Supervisor {
                     let _ = self.reloader.reload().await;
                 }
                 _ = sweep.tick() => self.runtime.load().rate_store.sweep(),
+                _ = release.tick() => crate::release_free_memory(),
             }
         }
     }

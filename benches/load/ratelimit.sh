@@ -37,16 +37,9 @@ done
 for t in wrk redis-server nginx python3 curl taskset; do command -v "$t" >/dev/null || die "$t not found"; done
 if [ "$BUILD" = 1 ]; then (cd "$ROOT" && cargo build --release --bin gatehouse) >&2; fi
 
-RUN=$(mktemp -d /tmp/gatehouse-rl.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in ${PIDS[@]+"${PIDS[@]}"}; do kill -INT "$p" 2>/dev/null || true; done
-    sleep 0.5
-    for p in ${PIDS[@]+"${PIDS[@]}"}; do kill -9 "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$RUN"
-}
-trap cleanup EXIT
+# shellcheck source=benches/load/common.sh
+. "$(dirname "$0")/common.sh"
+scratch gatehouse-rl
 
 ORIGIN=$BASE REDIS=$((BASE + 1))
 # The origin: nginx (run.sh's origin config) on CPU 1.

@@ -55,7 +55,82 @@ struct RawServer {
     work_stealing: Option<bool>,
     /// DNS servers (`IP:PORT`) instead of /etc/resolv.conf.
     resolver: Option<Vec<String>>,
+    timeouts: Option<RawTimeouts>,
+    limits: Option<RawLimits>,
+    max_connections: Option<u64>,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    client_header: Option<Dur>,
+    client_body: Option<Dur>,
+    send: Option<Dur>,
+    keepalive: Option<Dur>,
+    preface: Option<Dur>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    request_headers: Option<usize>,
+    request_head: Option<Size>,
+    response_head: Option<Size>,
+}
+
+/// `server.timeouts`: how long a client may take (see the README's timeouts table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientTimeouts {
+    /// A new connection's first byte, and any request head from its first byte to its
+    /// end (then `408` and close).
+    pub client_header: Duration,
+    /// Between two reads of a request body (then `408`).
+    pub client_body: Duration,
+    /// Between two writes of a response the client does not read (then the connection
+    /// is closed).
+    pub send: Duration,
+    /// Idle between two requests on a keep-alive connection (then closed quietly).
+    pub keepalive: Duration,
+    /// On an `h2c` listener: the HTTP/2 preface or the first bytes of an HTTP/1 request.
+    pub preface: Duration,
+}
+
+impl Default for ClientTimeouts {
+    fn default() -> Self {
+        ClientTimeouts {
+            client_header: Duration::from_secs(10),
+            client_body: Duration::from_secs(30),
+            send: Duration::from_secs(30),
+            keepalive: Duration::from_secs(60),
+            preface: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `server.limits`: the largest heads accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimits {
+    /// Request header fields (more: `431`).
+    pub request_headers: usize,
+    /// Bytes of a request's header fields, `name: value\r\n` each (more: `431`).
+    pub request_head: usize,
+    /// Bytes of an upstream response's header fields (more: `502`).
+    pub response_head: usize,
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits {
+            request_headers: 100,
+            request_head: 64 * 1024,
+            response_head: 64 * 1024,
+        }
+    }
+}
+
+/// Pingora's own ceilings, which the limits must stay under (it answers a bare 400).
+const PINGORA_MAX_HEADERS: usize = 256;
+const PINGORA_MAX_HEAD: u64 = 1024 * 1024 - 1;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -121,6 +196,10 @@ pub struct ServerSettings {
     /// single-threaded runtime per thread. Unset: single-threaded with one thread, work
     /// stealing with more (the README's `server.work_stealing` row says why).
     pub work_stealing: bool,
+    pub timeouts: ClientTimeouts,
+    pub limits: HeadLimits,
+    /// Downstream connections open at once over all listeners; `None`: no limit.
+    pub max_connections: Option<usize>,
 }
 
 pub fn validate_listen(v: Option<Value>, errors: &mut Vec<ConfigError>) -> Vec<Listener> {
@@ -345,6 +424,14 @@ pub fn validate_server(v: Option<Value>, errors: &mut Vec<ConfigError>) -> Serve
     } else {
         ResolverSpec::System
     };
+    let timeouts = validate_timeouts(raw.timeouts.unwrap_or_default(), errors);
+    let limits = validate_limits(raw.limits.unwrap_or_default(), errors);
+    if raw.max_connections == Some(0) {
+        errors.push(ConfigError::new(
+            "server.max_connections",
+            "must be greater than 0 (omit it for no limit)",
+        ));
+    }
     ServerSettings {
         threads,
         pid_file: raw
@@ -362,5 +449,63 @@ pub fn validate_server(v: Option<Value>, errors: &mut Vec<ConfigError>) -> Serve
         h2c: raw.h2c,
         resolver,
         work_stealing: raw.work_stealing.unwrap_or(threads > 1),
+        timeouts,
+        limits,
+        max_connections: raw
+            .max_connections
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+    }
+}
+
+fn validate_timeouts(raw: RawTimeouts, errors: &mut Vec<ConfigError>) -> ClientTimeouts {
+    let d = ClientTimeouts::default();
+    let mut get = |name: &str, v: Option<Dur>, default: Duration| match v {
+        Some(Dur(t)) if t < Duration::from_millis(10) => {
+            errors.push(ConfigError::new(
+                format!("server.timeouts.{name}"),
+                "must be at least 10ms",
+            ));
+            default
+        }
+        Some(Dur(t)) => t,
+        None => default,
+    };
+    ClientTimeouts {
+        client_header: get("client_header", raw.client_header, d.client_header),
+        client_body: get("client_body", raw.client_body, d.client_body),
+        send: get("send", raw.send, d.send),
+        keepalive: get("keepalive", raw.keepalive, d.keepalive),
+        preface: get("preface", raw.preface, d.preface),
+    }
+}
+
+fn validate_limits(raw: RawLimits, errors: &mut Vec<ConfigError>) -> HeadLimits {
+    let d = HeadLimits::default();
+    let request_headers = match raw.request_headers {
+        Some(n) if n == 0 || n > PINGORA_MAX_HEADERS => {
+            errors.push(ConfigError::new(
+                "server.limits.request_headers",
+                format!("must be between 1 and {PINGORA_MAX_HEADERS}"),
+            ));
+            d.request_headers
+        }
+        Some(n) => n,
+        None => d.request_headers,
+    };
+    let mut size = |name: &str, v: Option<Size>, default: usize| match v {
+        Some(Size(n)) if !(1024..=PINGORA_MAX_HEAD).contains(&n) => {
+            errors.push(ConfigError::new(
+                format!("server.limits.{name}"),
+                "must be between 1KiB and 1MiB - 1",
+            ));
+            default
+        }
+        Some(Size(n)) => usize::try_from(n).unwrap_or(default),
+        None => default,
+    };
+    HeadLimits {
+        request_headers,
+        request_head: size("request_head", raw.request_head, d.request_head),
+        response_head: size("response_head", raw.response_head, d.response_head),
     }
 }

@@ -24,6 +24,11 @@ pub enum GatewayError {
     BadRequest,
     /// Content-Length or the streamed body exceeds `server.max_request_body`.
     BodyTooLarge,
+    /// The client stopped sending its request (head or body) for longer than
+    /// `server.timeouts`.
+    RequestTimeout,
+    /// More request header fields, or more bytes of them, than `server.limits` allows.
+    HeadersTooLarge,
     /// No, or an invalid, bearer token on an auth route (503 when no JWKS was ever fetched).
     Unauthorized(AuthError),
     /// Authenticated, but `require_claims` is not met; or the client IP is not allowed;
@@ -52,6 +57,8 @@ impl GatewayError {
             GatewayError::MethodNotAllowed(_) => 405,
             GatewayError::BadPath | GatewayError::BadRequest => 400,
             GatewayError::BodyTooLarge => 413,
+            GatewayError::RequestTimeout => 408,
+            GatewayError::HeadersTooLarge => 431,
             GatewayError::Unauthorized(e) => e.status(),
             GatewayError::Forbidden => 403,
             GatewayError::WebSocketNotAllowed => 403,
@@ -72,6 +79,8 @@ impl GatewayError {
             GatewayError::BadPath => "bad_path",
             GatewayError::BadRequest => "bad_request",
             GatewayError::BodyTooLarge => "body_too_large",
+            GatewayError::RequestTimeout => "request_timeout",
+            GatewayError::HeadersTooLarge => "request_header_fields_too_large",
             GatewayError::Unauthorized(e) => e.reason(),
             GatewayError::Forbidden => "forbidden",
             GatewayError::WebSocketNotAllowed => "websocket_not_allowed",
@@ -118,6 +127,8 @@ impl GatewayError {
             | GatewayError::BadPath
             | GatewayError::BadRequest
             | GatewayError::BodyTooLarge
+            | GatewayError::RequestTimeout
+            | GatewayError::HeadersTooLarge
             | GatewayError::Forbidden
             | GatewayError::WebSocketNotAllowed
             | GatewayError::UpstreamFailed
@@ -144,7 +155,7 @@ pub fn classify(e: &Error) -> GatewayError {
         HTTPStatus(_) => GatewayError::Internal,
         ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
             if matches!(e.esource(), ErrorSource::Downstream) {
-                GatewayError::BadRequest
+                GatewayError::RequestTimeout
             } else {
                 GatewayError::UpstreamTimeout
             }

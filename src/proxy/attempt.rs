@@ -89,11 +89,25 @@ impl Gateway {
     /// `error_while_proxy`: the upstream may have acted on the request.
     pub(super) fn proxy_failed(
         &self,
-        session: &Session,
+        session: &mut Session,
         ctx: &mut Ctx,
         peer: &HttpPeer,
         e: Box<Error>,
     ) -> Box<Error> {
+        if client_side(session, &e) {
+            // The client failed (it closed, sent a malformed body, or stalled), not the
+            // upstream: nothing is counted against the upstream, and the request is
+            // never sent again.
+            ctx.ticket = None;
+            ctx.attempt_recorded = true;
+            ctx.upstream_guard = None;
+            if e.etype() == &ReadTimedout {
+                ctx.error = Some(GatewayError::RequestTimeout);
+            }
+            let mut e = e.more_context(format!("Peer: {peer}"));
+            e.set_retry(false);
+            return e;
+        }
         let refused_tls = peer.is_tls() && tls_refused(&e);
         let outcome = match e.etype() {
             _ if refused_tls => Outcome::TlsError,
@@ -203,6 +217,19 @@ fn replay_safe(session: &Session) -> bool {
     session.req_header().method.is_idempotent()
         && !session.as_ref().retry_buffer_truncated()
         && session.response_written().is_none()
+}
+
+/// Whether an error during proxying is the client's: raised reading from or writing to
+/// it, or an upstream read timeout while the client had not finished sending the body
+/// (the upstream was waiting for the client).
+fn client_side(session: &mut Session, e: &Error) -> bool {
+    match e.esource() {
+        pingora::ErrorSource::Downstream => true,
+        pingora::ErrorSource::Upstream => {
+            e.etype() == &ReadTimedout && !session.as_mut().is_body_done()
+        }
+        _ => false,
+    }
 }
 
 /// Whether the upstream refused the TLS session after the handshake: with TLS 1.3 a

@@ -29,6 +29,7 @@ mod forward;
 mod request;
 mod response;
 mod timer;
+mod validate;
 
 pub use ctx::Ctx;
 
@@ -104,6 +105,19 @@ impl ProxyHttp for Gateway {
                 c.adjust_algorithm_level(Algorithm::Brotli, 0);
             }
         }
+        // The client's side of the connection: a request that half-closes after sending
+        // is still answered (RFC 9112 §9.6); requests it pipelines are served in order;
+        // each read of a body and each write of a response is bounded; the connection is
+        // kept for the next request for `keepalive` (a head that then begins has
+        // `client_header`, set on the listener).
+        session.set_abort_on_close(false);
+        session.set_pipelining_enabled(true);
+        if session.get_keepalive().is_some() {
+            // (Not for a request that asked to close, or HTTP/1.0 without keep-alive.)
+            session.set_keepalive(Some(rt.keepalive_secs));
+        }
+        session.set_read_timeout(Some(rt.timeouts.client_body));
+        session.set_write_timeout(Some(rt.timeouts.send));
         ctx.rt = Some(rt);
         Ok(())
     }
@@ -118,8 +132,25 @@ impl ProxyHttp for Gateway {
             }
         };
         self.identify(session, ctx, &rt);
+        if let Err(e) = validate::check_head(session, &rt.limits) {
+            // The connection's framing is not to be trusted any further.
+            session.set_keepalive(None);
+            self.respond_error(session, ctx, e).await?;
+            return Ok(true);
+        }
         match self.admit(session, ctx, &rt).await {
-            Ok(request::Admit::Proxy) => Ok(false),
+            Ok(request::Admit::Proxy) => match validate::prefetch_body(session).await {
+                Ok(()) => Ok(false),
+                Err(e) => {
+                    session.set_keepalive(None);
+                    if crate::error::client_gone(&e) {
+                        return Err(e);
+                    }
+                    self.respond_error(session, ctx, crate::error::classify(&e))
+                        .await?;
+                    Ok(true)
+                }
+            },
             Ok(request::Admit::Served) => Ok(true),
             Err(e) => {
                 self.respond_error(session, ctx, e).await?;
@@ -186,6 +217,17 @@ impl ProxyHttp for Gateway {
             return Ok(());
         }
         drained(ctx)?;
+        let limit = ctx
+            .rt
+            .as_ref()
+            .map_or(usize::MAX, |rt| rt.limits.response_head);
+        if validate::response_head_size(&resp.headers) > limit {
+            ctx.error = Some(GatewayError::UpstreamFailed);
+            return Error::e_explain(
+                HTTPStatus(502),
+                "upstream response head larger than server.limits.response_head",
+            );
+        }
         self.upstream_status(session, ctx, resp.status.as_u16())?;
         self.cache_response_header(session, resp, ctx);
         Ok(())
@@ -237,6 +279,8 @@ impl ProxyHttp for Gateway {
         }
         let err = ctx.error.take().unwrap_or_else(|| error::classify(e));
         let code = err.status();
+        // The connection is not reused after an error: say so.
+        session.set_keepalive(None);
         if session.response_written().is_none() {
             if let Err(write_err) = self.respond_error(session, ctx, err).await {
                 log::debug!("could not send error response: {write_err}");

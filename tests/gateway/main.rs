@@ -4,6 +4,7 @@
 mod common;
 mod dns;
 mod pki;
+mod recorder;
 mod redis_deploy;
 mod tls_upstream;
 
@@ -14,6 +15,7 @@ mod config_cli;
 mod discovery;
 mod forwarding;
 mod health;
+mod hostile;
 mod listener_certs;
 mod operations;
 mod protocols;

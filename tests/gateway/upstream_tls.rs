@@ -267,7 +267,12 @@ fn health_checks_use_the_service_tls_settings() {
             == Some(false)),
         "a check that cannot verify the certificate fails"
     );
-    assert_eq!(gw.upstream_healthy("trusted", &label), Some(true));
+    assert!(
+        wait_until(Duration::from_secs(5), || gw
+            .upstream_healthy("trusted", &label)
+            == Some(true)),
+        "a check over verified TLS passes"
+    );
     assert!(
         up.requests() >= 1,
         "the trusted check made HTTP requests over TLS"

@@ -160,3 +160,70 @@ fn a_section_with_errors_still_declares_its_names() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn client_timeouts_limits_and_max_connections() {
+    use crate::config::server::{ClientTimeouts, HeadLimits};
+    let c = load(GOOD).unwrap();
+    assert_eq!(c.server.timeouts, ClientTimeouts::default());
+    assert_eq!(c.server.timeouts.client_header, Duration::from_secs(10));
+    assert_eq!(c.server.limits, HeadLimits::default());
+    assert_eq!(c.server.limits.request_headers, 100);
+    assert_eq!(c.server.max_connections, None);
+
+    let set = GOOD.replace(
+        "threads: 2,",
+        "threads: 2, timeouts: { client_header: 2s, client_body: 5s, send: 7s, keepalive: 15s, \
+         preface: 3s }, limits: { request_headers: 50, request_head: 16KiB, response_head: \
+         32KiB }, max_connections: 1000,",
+    );
+    let c = load(&set).unwrap();
+    let t = c.server.timeouts;
+    assert_eq!(
+        (
+            t.client_header,
+            t.client_body,
+            t.send,
+            t.keepalive,
+            t.preface
+        ),
+        (
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+            Duration::from_secs(7),
+            Duration::from_secs(15),
+            Duration::from_secs(3)
+        )
+    );
+    assert_eq!(
+        (
+            c.server.limits.request_headers,
+            c.server.limits.request_head,
+            c.server.limits.response_head
+        ),
+        (50, 16 * 1024, 32 * 1024)
+    );
+    assert_eq!(c.server.max_connections, Some(1000));
+
+    // Every bad value at once, each with its path.
+    let bad = GOOD.replace(
+        "threads: 2,",
+        "threads: 2, timeouts: { client_header: 1ms, keepalive: 0s, nap: 1s }, limits: { \
+         request_headers: 1000, request_head: 10, response_head: 2MiB }, max_connections: 0,",
+    );
+    let errs = load(&bad).unwrap_err();
+    // An unknown key fails the section's shape; fix it and the values are checked.
+    assert!(errs.iter().any(|e| e.contains("nap")), "{errs:?}");
+    let bad = bad.replace(", nap: 1s", "");
+    let errs = load(&bad).unwrap_err();
+    for path in [
+        "server.timeouts.client_header",
+        "server.timeouts.keepalive",
+        "server.limits.request_headers",
+        "server.limits.request_head",
+        "server.limits.response_head",
+        "server.max_connections",
+    ] {
+        assert!(errs.iter().any(|e| e.contains(path)), "{path}: {errs:?}");
+    }
+}
