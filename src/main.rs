@@ -47,6 +47,20 @@ enum Command {
         #[arg(long, default_value = "1h")]
         ttl: String,
     },
+    /// Print the SHA-256 of an API key, as a consumer's `api_keys` lists it.
+    HashKey {
+        /// The key; read from standard input (one line) when omitted, which keeps it
+        /// out of the shell history.
+        key: Option<String>,
+    },
+    /// Print a password hash for a consumer's `basic.password_hash` (argon2id).
+    HashPassword {
+        /// The password; read from standard input (one line) when omitted.
+        password: Option<String>,
+        /// bcrypt (cost 12) instead of argon2id.
+        #[arg(long)]
+        bcrypt: bool,
+    },
     /// Run a self-contained demo: two echo upstreams on loopback plus the gateway.
     Demo {
         /// The demo config.
@@ -70,6 +84,26 @@ fn init_logging() {
             )
         })
         .init();
+}
+
+/// A secret from the command line, or else one line of standard input.
+fn secret_arg(given: Option<&str>, what: &str) -> Option<String> {
+    let value = match given {
+        Some(v) => v.to_string(),
+        None => {
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).is_err() {
+                eprintln!("gatehouse: cannot read the {what} from standard input");
+                return None;
+            }
+            line.trim_end_matches(['\r', '\n']).to_string()
+        }
+    };
+    if value.is_empty() {
+        eprintln!("gatehouse: the {what} is empty");
+        return None;
+    }
+    Some(value)
 }
 
 fn load(path: &Path) -> Result<Config, ExitCode> {
@@ -96,6 +130,27 @@ fn main() -> ExitCode {
             claims,
             ttl,
         }) => return token(secret_env, sub, claims, ttl),
+        Some(Command::HashKey { key }) => {
+            return secret_arg(key.as_deref(), "key").map_or(ExitCode::from(2), |k| {
+                println!("{}", gatehouse::consumers::hash_key(&k));
+                ExitCode::SUCCESS
+            })
+        }
+        Some(Command::HashPassword { password, bcrypt }) => {
+            let Some(p) = secret_arg(password.as_deref(), "password") else {
+                return ExitCode::from(2);
+            };
+            return match gatehouse::consumers::hash_password(&p, *bcrypt) {
+                Ok(h) => {
+                    println!("{h}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("gatehouse: cannot hash the password: {e}");
+                    ExitCode::from(1)
+                }
+            };
+        }
         None => {}
     }
     let Some(path) = cli.conf.as_deref() else {

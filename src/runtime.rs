@@ -13,9 +13,14 @@ use crate::auth::{JwtConfig, Verifier};
 use crate::cache::RouteCache;
 use crate::config::server::{ClientTimeouts, HeadLimits};
 use crate::config::Config;
+use crate::consumers::Consumers;
+use crate::forward_auth::ForwardAuth;
+use crate::headers::{X_CONSUMER, X_CONSUMER_GROUPS};
 use crate::metrics::Metrics;
 use crate::ratelimit::{Probe, RedisTarget, Store};
-use crate::routing::{Route, RouteAuth, RouteConfig, RouteMatch, RouteTable};
+use crate::routing::{
+    AuthMethod, AuthMethodConfig, Route, RouteAuth, RouteConfig, RouteMatch, RouteTable,
+};
 use crate::upstream::ServiceRuntime;
 use http::HeaderName;
 use ipnet::IpNet;
@@ -60,8 +65,14 @@ pub struct Runtime {
     pub routes: RouteTable<Route>,
     /// Every service, by name.
     pub services: Vec<Arc<ServiceRuntime>>,
-    /// Every header any verifier fills from claims: stripped from every request.
+    /// Every identity header the gateway sets (claim headers of every verifier,
+    /// `X-Consumer`, `X-Consumer-Groups`, forward-auth `copy_headers`): stripped from
+    /// every client request.
     pub claim_headers: Vec<HeaderName>,
+    /// Every consumer, indexed by credential.
+    pub consumers: Arc<Consumers>,
+    /// `forward_auth:` services; kept across reloads while unchanged (with their caches).
+    pub forward_auth: BTreeMap<String, Arc<ForwardAuth>>,
     /// Whether any route compresses (compression must be armed before routing).
     pub any_compression: bool,
     /// Long-lived across reloads unless the store settings change.
@@ -113,17 +124,50 @@ impl Runtime {
             _ => Arc::new(Store::new(&config.rate_limits.store)?),
         };
 
+        let mut forward_auth = BTreeMap::new();
+        for (name, fa) in &config.forward_auth {
+            let reuse = previous
+                .and_then(|p| p.forward_auth.get(name))
+                .filter(|old| old.config == *fa)
+                .cloned();
+            forward_auth.insert(
+                name.clone(),
+                reuse.unwrap_or_else(|| Arc::new(ForwardAuth::new(fa))),
+            );
+        }
+        let consumers = match previous {
+            Some(p) if p.config.consumers == config.consumers => p.consumers.clone(),
+            _ => Arc::new(Consumers::new(&config.consumers)),
+        };
+
         let mut routes = Vec::with_capacity(config.routes.len());
         for rc in &config.routes {
-            routes.push(build_route(rc, &config, &services, &verifiers, previous)?);
+            let refs = Refs {
+                services: &services,
+                verifiers: &verifiers,
+                forward_auth: &forward_auth,
+            };
+            routes.push(build_route(rc, &config, &refs, previous)?);
         }
 
         let mut claim_headers: Vec<HeaderName> = Vec::new();
+        let mut strip = |h: &HeaderName| {
+            if !claim_headers.contains(h) {
+                claim_headers.push(h.clone());
+            }
+        };
         for h in verifiers.values() {
             for (_, header) in h.verifier.claims_to_headers() {
-                if !claim_headers.contains(header) {
-                    claim_headers.push(header.clone());
-                }
+                strip(header);
+            }
+        }
+        if !config.consumers.consumers.is_empty() || !forward_auth.is_empty() {
+            strip(&X_CONSUMER);
+            strip(&X_CONSUMER_GROUPS);
+        }
+        for fa in forward_auth.values() {
+            for h in &fa.config.copy_headers {
+                strip(h);
             }
         }
         Ok(Runtime {
@@ -138,6 +182,8 @@ impl Runtime {
             routes: RouteTable::build(routes),
             services,
             claim_headers,
+            consumers,
+            forward_auth,
             rate_store,
             verifiers,
         })
@@ -265,31 +311,91 @@ impl Runtime {
     }
 }
 
+/// What a route may refer to, built before the routes.
+struct Refs<'a> {
+    services: &'a [Arc<ServiceRuntime>],
+    verifiers: &'a BTreeMap<String, Arc<VerifierHandle>>,
+    forward_auth: &'a BTreeMap<String, Arc<ForwardAuth>>,
+}
+
 /// One route with every reference resolved. Validation guarantees the names exist; a
 /// missing one is still an error here, never a silent default.
 fn build_route(
     rc: &RouteConfig,
     config: &Config,
-    services: &[Arc<ServiceRuntime>],
-    verifiers: &BTreeMap<String, Arc<VerifierHandle>>,
+    refs: &Refs,
     previous: Option<&Runtime>,
 ) -> Result<Route, String> {
     let missing = |what: &str, name: &str| format!("route {}: no {what} {name:?}", rc.name);
-    let service = services
+    let service = refs
+        .services
         .iter()
         .find(|s| *s.name == *rc.service)
         .cloned()
         .ok_or_else(|| missing("service", &rc.service))?;
-    let auth = match &rc.auth {
-        None => None,
-        Some(name) => Some(RouteAuth {
-            verifier: verifiers
-                .get(name)
-                .ok_or_else(|| missing("jwt verifier", name))?
-                .verifier
-                .clone(),
+    let auth = if rc.auth.is_empty() {
+        None
+    } else {
+        let mut methods = Vec::with_capacity(rc.auth.len());
+        let mut challenges: Vec<&str> = Vec::new();
+        for m in &rc.auth {
+            let (method, challenge) = match m {
+                AuthMethodConfig::Jwt(name) => (
+                    AuthMethod::Jwt {
+                        verifier: refs
+                            .verifiers
+                            .get(name)
+                            .ok_or_else(|| missing("jwt verifier", name))?
+                            .verifier
+                            .clone(),
+                        from: config
+                            .jwt
+                            .get(name)
+                            .map(|j| j.token_from.clone().into_boxed_slice())
+                            .unwrap_or_default(),
+                    },
+                    "Bearer",
+                ),
+                AuthMethodConfig::ApiKey { header, query } => (
+                    AuthMethod::ApiKey {
+                        header: header.clone(),
+                        query: query.as_deref().map(Box::from),
+                    },
+                    "ApiKey",
+                ),
+                AuthMethodConfig::Basic => (AuthMethod::Basic, "Basic realm=\"gatehouse\""),
+                AuthMethodConfig::Forward {
+                    name,
+                    allow_on_error,
+                } => (
+                    AuthMethod::Forward {
+                        service: refs
+                            .forward_auth
+                            .get(name)
+                            .ok_or_else(|| missing("forward_auth service", name))?
+                            .clone(),
+                        allow_on_error: *allow_on_error,
+                    },
+                    "",
+                ),
+            };
+            methods.push(method);
+            if !challenge.is_empty() && !challenges.contains(&challenge) {
+                challenges.push(challenge);
+            }
+        }
+        Some(RouteAuth {
+            methods: methods.into_boxed_slice(),
             require_claims: rc.require_claims.clone(),
-        }),
+            require_groups: rc
+                .require_groups
+                .iter()
+                .map(|g| Arc::from(g.as_str()))
+                .collect(),
+            keep_credentials: rc.keep_credentials,
+            challenge: http::HeaderValue::from_str(&challenges.join(", "))
+                .unwrap_or(http::HeaderValue::from_static("Bearer")),
+        })
     };
     let limits = rc
         .rate_limit

@@ -20,7 +20,8 @@
 #   --targets LIST     comma-separated subset of: nginx,haproxy,bare,gh-pass,gh-full
 #                      (also bare-timeouts: bare Pingora with Gatehouse's peer timeouts;
 #                      gh-tls: the passthrough to the origin over HTTPS, verified, pooled,
-#                      paired side by side with gh-pass)
+#                      paired side by side with gh-pass; gh-key: gh-full with an API key
+#                      among 10,000 consumers instead of the JWT, paired with gh-full)
 #   --variant L=BIN    also run gh-pass and gh-full with another gatehouse binary,
 #                      labelled L (repeatable; for build-profile comparisons)
 #   --work-stealing B  true|false: Pingora's work-stealing runtime, for bare Pingora and
@@ -174,7 +175,8 @@ for t in "${wanted[@]}"; do
         gh-pass) add_target gh-pass gatehouse "$GATEHOUSE_BIN" "$HERE/gatehouse-passthrough.yaml" ;;
         gh-full) add_target gh-full gatehouse "$GATEHOUSE_BIN" "$HERE/gatehouse-full.yaml" ;;
         gh-tls) add_target gh-tls gatehouse "$GATEHOUSE_BIN" "$HERE/gatehouse-tls-upstream.yaml" ;;
-        *) die "unknown target $t (nginx,haproxy,bare,gh-pass,gh-full,bare-timeouts,gh-tls)" ;;
+        gh-key) add_target gh-key gatehouse "$GATEHOUSE_BIN" "$HERE/gatehouse-apikey.yaml" ;;
+        *) die "unknown target $t (nginx,haproxy,bare,gh-pass,gh-full,bare-timeouts,gh-tls,gh-key)" ;;
     esac
 done
 for v in ${VARIANTS[@]+"${VARIANTS[@]}"}; do
@@ -335,6 +337,14 @@ export BENCH_JWT_SECRET
 BENCH_JWT_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 TOKEN=$(BENCH_JWT_SECRET=$BENCH_JWT_SECRET "$GATEHOUSE_BIN" token --secret-env BENCH_JWT_SECRET --sub bench --ttl 1h)
 AUTH="Authorization: Bearer $TOKEN"
+# gh-key: 10,000 consumers, one of which holds the whole Authorization value as its key.
+export BENCH_CONSUMERS_FILE=$RUNDIR/consumers.yaml
+{
+    echo "bench: { groups: [bench], api_keys: [\"$("$GATEHOUSE_BIN" hash-key "Bearer $TOKEN")\"] }"
+    for n in $(seq 1 9999); do
+        printf 'c%d: { api_keys: ["%064x"] }\n' "$n" "$n"
+    done
+} >"$BENCH_CONSUMERS_FILE"
 
 # Start target i (bare Pingora or Gatehouse) on port in the background, pinned to CPU 0,
 # stderr appended to out (appending, so it can be truncated between runs: the full
@@ -402,7 +412,7 @@ for i in $(seq 0 $((NT - 1))); do
         want=$(wc -c <"$RUNDIR/www/$path")
         [ "$got" = "$want" ] || die "$name: /$path gave $got bytes, want $want"
     done
-    if [[ $name == gh-full* ]]; then
+    if [[ $name == gh-full* || $name == gh-key ]]; then
         code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$port/small")
         [ "$code" = 401 ] || die "$name: a request without a token got $code, want 401 (is auth on?)"
     fi
@@ -444,11 +454,11 @@ run_wrk() { # i path seconds out
 
 access_lines() { # i -> lines in the target's stderr file (gh-full: the access log)
     local f=$RESULTS/${T_NAME[$1]//[\[\]]/_}.stderr.log
-    if [[ ${T_NAME[$1]} == gh-full* ]]; then wc -l <"$f"; else echo 0; fi
+    if [[ ${T_NAME[$1]} == gh-full* || ${T_NAME[$1]} == gh-key ]]; then wc -l <"$f"; else echo 0; fi
 }
 truncate_log() {
     local f=$RESULTS/${T_NAME[$1]//[\[\]]/_}.stderr.log
-    [[ ${T_NAME[$1]} == gh-full* ]] && : >"$f"
+    [[ ${T_NAME[$1]} == gh-full* || ${T_NAME[$1]} == gh-key ]] && : >"$f"
     return 0
 }
 
@@ -652,7 +662,7 @@ done
 # Side by side: each pair loaded at once, so the ratio sees one state of the machine.
 if [ "$PAIRS" -gt 0 ]; then
     PAIR_LIST=()
-    for p in gh-pass:bare-pingora gh-full:gh-pass gh-tls:gh-pass; do
+    for p in gh-pass:bare-pingora gh-full:gh-pass gh-tls:gh-pass gh-key:gh-full; do
         a=$(index_of "${p%%:*}") b=$(index_of "${p#*:}")
         [ -n "$a" ] && [ -n "$b" ] && PAIR_LIST+=("$a:$b")
     done

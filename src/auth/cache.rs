@@ -36,7 +36,7 @@ struct Shard {
 
 /// The keys are already SipHash outputs; hashing them again would only cost time.
 #[derive(Default)]
-struct IdentityHasher(u64);
+pub(crate) struct IdentityHasher(u64);
 
 impl Hasher for IdentityHasher {
     fn finish(&self) -> u64 {

@@ -113,6 +113,10 @@ pub struct RawJwt {
     /// Verified-token cache entries, default 10000; 0 disables the cache.
     #[serde(default)]
     pub cache_size: Option<usize>,
+    /// Where the token is looked for, in order: `header` (`Authorization: Bearer`),
+    /// `cookie:NAME`, `query:NAME`. Default `[header]`.
+    #[serde(default)]
+    pub token_from: Option<Vec<String>>,
 }
 
 /// Hand-written so a `{:?}` of the config can never print the secret.
@@ -129,6 +133,7 @@ impl std::fmt::Debug for RawJwt {
             .field("leeway", &self.leeway)
             .field("claims_to_headers", &self.claims_to_headers)
             .field("cache_size", &self.cache_size)
+            .field("token_from", &self.token_from)
             .finish()
     }
 }
@@ -158,6 +163,38 @@ pub struct JwtConfig {
     /// Claim → request header, sorted by claim.
     pub claims_to_headers: Vec<(String, HeaderName)>,
     pub cache_size: usize,
+    /// Where the token is looked for, in order.
+    pub token_from: Vec<TokenSource>,
+}
+
+/// One place a token may come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `Authorization: Bearer …`.
+    Header,
+    /// A cookie of this name.
+    Cookie(String),
+    /// A query parameter of this name (never logged: the access log has no query).
+    Query(String),
+}
+
+impl TokenSource {
+    pub fn parse(s: &str) -> Result<TokenSource, String> {
+        let name_ok = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 64
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        };
+        match s.split_once(':') {
+            None if s == "header" => Ok(TokenSource::Header),
+            Some(("cookie", n)) if name_ok(n) => Ok(TokenSource::Cookie(n.to_string())),
+            Some(("query", n)) if name_ok(n) => Ok(TokenSource::Query(n.to_string())),
+            _ => Err(format!(
+                "unknown token source {s:?} (header, cookie:NAME or query:NAME)"
+            )),
+        }
+    }
 }
 
 /// Redacted: what the verifier accepts, never its keys.
@@ -435,6 +472,27 @@ fn build_one(name: &str, raw: &RawJwt, errors: &mut Vec<ConfigError>) -> Option<
         }
     }
 
+    let mut token_from = Vec::new();
+    for (i, src) in raw
+        .token_from
+        .clone()
+        .unwrap_or_else(|| vec!["header".into()])
+        .iter()
+        .enumerate()
+    {
+        match TokenSource::parse(src) {
+            Ok(t) if !token_from.contains(&t) => token_from.push(t),
+            Ok(_) => err(format!("{base}.token_from[{i}]"), "listed twice".into()),
+            Err(e) => err(format!("{base}.token_from[{i}]"), e),
+        }
+    }
+    if token_from.is_empty() {
+        err(
+            format!("{base}.token_from"),
+            "list at least one source".into(),
+        );
+    }
+
     if errors.len() != before {
         return None;
     }
@@ -447,6 +505,7 @@ fn build_one(name: &str, raw: &RawJwt, errors: &mut Vec<ConfigError>) -> Option<
         leeway: raw.leeway.map_or(DEFAULT_LEEWAY, |d| d.0),
         claims_to_headers,
         cache_size: raw.cache_size.unwrap_or(DEFAULT_CACHE_SIZE),
+        token_from,
     })
 }
 

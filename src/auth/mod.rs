@@ -17,7 +17,11 @@ pub mod verifier;
 #[cfg(test)]
 mod tests;
 
-pub use config::{validate, validate_raw, JwtConfig, KeySource, RawJwt, VALID_ALGORITHMS};
+/// For other caches keyed by a SipHash (forward-auth decisions).
+pub(crate) use cache::IdentityHasher;
+pub use config::{
+    validate, validate_raw, JwtConfig, KeySource, RawJwt, TokenSource, VALID_ALGORITHMS,
+};
 pub use token::{bearer_token, mint_hs256, AuthError, Claims};
 pub use verifier::Verifier;
 

@@ -10,6 +10,8 @@
 //! |---|---|
 //! | `listen`, `admin`, `server` | [`server`] (the process's own settings) |
 //! | `jwt` | [`crate::auth::config`] |
+//! | `consumers`, `consumers_file` | [`crate::consumers::config`] |
+//! | `forward_auth` | [`crate::forward_auth`] |
 //! | `rate_limits` | [`crate::ratelimit::config`] |
 //! | `services` | [`crate::upstream::config`] |
 //! | `routes` | [`crate::routing::config`] |
@@ -27,6 +29,8 @@ pub mod units;
 pub use error::{ConfigError, ConfigErrors};
 
 use crate::auth::JwtConfig;
+use crate::consumers::ConsumersConfig;
+use crate::forward_auth::ForwardAuthConfig;
 use crate::ratelimit::RateLimitConfig;
 use crate::routing::{Names, RouteConfig};
 use crate::upstream::config::ServiceConfig;
@@ -51,6 +55,10 @@ pub struct Config {
     /// JWT verifiers by name.
     pub jwt: BTreeMap<String, JwtConfig>,
     pub rate_limits: RateLimitConfig,
+    /// `consumers:` and `consumers_file:` together.
+    pub consumers: ConsumersConfig,
+    /// `forward_auth:` services by name.
+    pub forward_auth: BTreeMap<String, ForwardAuthConfig>,
 }
 
 const TOP_LEVEL_KEYS: &[&str] = &[
@@ -58,6 +66,9 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "admin",
     "server",
     "jwt",
+    "consumers",
+    "consumers_file",
+    "forward_auth",
     "rate_limits",
     "services",
     "routes",
@@ -121,12 +132,19 @@ fn validate(tree: Value, source: &Path, errors: &mut Vec<ConfigError>) -> Option
     let admin = server::validate_admin(take("admin"), &listen, errors);
     let server = server::validate_server(take("server"), errors);
     let (jwt, verifiers) = crate::auth::validate(take("jwt"), errors);
+    let consumers =
+        crate::consumers::config::validate(take("consumers"), take("consumers_file"), errors);
+    let (forward_auth, forward_names) = crate::forward_auth::validate(take("forward_auth"), errors);
     let (rate_limits, policies) = crate::ratelimit::validate(take("rate_limits"), errors);
     let (services, declared) = crate::upstream::config::validate_services(take("services"), errors);
     let names = Names {
         services: &declared,
         verifiers: &verifiers,
         policies: &policies,
+        forward_auth: &forward_names,
+        groups: &consumers.groups(),
+        any_api_key: consumers.any_api_key(),
+        any_basic: consumers.any_basic(),
     };
     let routes = crate::routing::validate_routes(take("routes"), &names, errors);
 
@@ -139,6 +157,8 @@ fn validate(tree: Value, source: &Path, errors: &mut Vec<ConfigError>) -> Option
         routes,
         jwt,
         rate_limits,
+        consumers,
+        forward_auth,
     })
 }
 

@@ -31,6 +31,16 @@ pub enum GatewayError {
     HeadersTooLarge,
     /// No, or an invalid, bearer token on an auth route (503 when no JWKS was ever fetched).
     Unauthorized(AuthError),
+    /// A multi-method route found no credential (`missing_credentials`) or refused the
+    /// one it found (`invalid_api_key`, `invalid_credentials`); the route's challenge.
+    Unauthenticated {
+        reason: &'static str,
+        challenge: HeaderValue,
+    },
+    /// A forward-auth service answered 401/403: passed back as it answered.
+    ForwardDenied(std::sync::Arc<crate::forward_auth::Denial>),
+    /// A forward-auth service could not answer (down, timeout, an unexpected status).
+    AuthUnavailable,
     /// Authenticated, but `require_claims` is not met; or the client IP is not allowed;
     /// or a CORS preflight from an origin or for a method the route does not allow.
     Forbidden,
@@ -60,6 +70,9 @@ impl GatewayError {
             GatewayError::RequestTimeout => 408,
             GatewayError::HeadersTooLarge => 431,
             GatewayError::Unauthorized(e) => e.status(),
+            GatewayError::Unauthenticated { .. } => 401,
+            GatewayError::ForwardDenied(d) => d.status,
+            GatewayError::AuthUnavailable => 503,
             GatewayError::Forbidden => 403,
             GatewayError::WebSocketNotAllowed => 403,
             GatewayError::RateLimited(_) => 429,
@@ -82,6 +95,9 @@ impl GatewayError {
             GatewayError::RequestTimeout => "request_timeout",
             GatewayError::HeadersTooLarge => "request_header_fields_too_large",
             GatewayError::Unauthorized(e) => e.reason(),
+            GatewayError::Unauthenticated { reason, .. } => reason,
+            GatewayError::ForwardDenied(_) => "forward_denied",
+            GatewayError::AuthUnavailable => "auth_unavailable",
             GatewayError::Forbidden => "forbidden",
             GatewayError::WebSocketNotAllowed => "websocket_not_allowed",
             GatewayError::RateLimited(_) => "rate_limited",
@@ -122,7 +138,19 @@ impl GatewayError {
                 ));
                 v
             }
-            GatewayError::RateLimitUnavailable => vec![("retry-after", "1".to_string())],
+            GatewayError::RateLimitUnavailable | GatewayError::AuthUnavailable => {
+                vec![("retry-after", "1".to_string())]
+            }
+            GatewayError::Unauthenticated { challenge, .. } => vec![(
+                "www-authenticate",
+                challenge.to_str().unwrap_or("Bearer").to_string(),
+            )],
+            GatewayError::ForwardDenied(d) => d
+                .headers
+                .iter()
+                .filter(|(n, _)| n == http::header::WWW_AUTHENTICATE)
+                .filter_map(|(_, v)| Some(("www-authenticate", v.to_str().ok()?.to_string())))
+                .collect(),
             GatewayError::NoRoute
             | GatewayError::BadPath
             | GatewayError::BadRequest

@@ -22,6 +22,9 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+/// The authenticated consumer's name, and its groups (comma-separated), for the upstream.
+pub const X_CONSUMER: HeaderName = HeaderName::from_static("x-consumer");
+pub const X_CONSUMER_GROUPS: HeaderName = HeaderName::from_static("x-consumer-groups");
 /// `RateLimit-Limit`, `-Remaining`, `-Reset` and `-Policy`, in that order.
 pub const RATE_HEADER_NAMES: [&str; 4] = [
     "ratelimit-limit",

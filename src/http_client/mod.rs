@@ -121,7 +121,7 @@ pub async fn get_body(
 
 /// reqwest's error with its causes (its `Display` alone says only "error sending
 /// request"); never the URL's query.
-fn describe(e: reqwest::Error) -> String {
+pub fn describe(e: reqwest::Error) -> String {
     let e = e.without_url();
     let mut out = e.to_string();
     let mut source = std::error::Error::source(&e);

@@ -1,8 +1,9 @@
 //! Per-request state (Pingora's `CTX`).
 
-use crate::auth::Claims;
+use crate::auth::{Claims, Verifier};
 use crate::breaker::Ticket;
 use crate::cache::{BodyCollector, CacheStatus, FillGuard, RouteCache};
+use crate::consumers::Consumer;
 use crate::error::GatewayError;
 use crate::ratelimit::RateHeaders;
 use crate::routing::Route;
@@ -46,6 +47,10 @@ pub struct Ctx {
     pub body_seen: u64,
     /// Claims of the verified token on an auth route.
     pub claims: Option<Arc<Claims>>,
+    /// The verifier that accepted the token (whose claim headers are forwarded).
+    pub claims_from: Option<Arc<Verifier>>,
+    /// The consumer the request was authenticated as.
+    pub consumer: Option<Arc<Consumer>>,
     /// `RateLimit-*` values of the tightest policy, added to the response.
     pub rate: Option<RateHeaders>,
     /// The last attempt's 5xx was turned into an error to retry it elsewhere.
@@ -83,6 +88,8 @@ impl Ctx {
             own_status: 0,
             body_seen: 0,
             claims: None,
+            claims_from: None,
+            consumer: None,
             rate: None,
             retrying_status: false,
             websocket: false,

@@ -52,8 +52,8 @@ pub(super) fn upstream_request(
     let claim_headers = ctx
         .claims
         .as_deref()
-        .zip(route.and_then(|r| r.auth.as_ref()))
-        .map(|(claims, auth)| (claims, auth.verifier.claims_to_headers()));
+        .zip(ctx.claims_from.as_ref())
+        .map(|(claims, verifier)| (claims, verifier.claims_to_headers()));
     add_forwarded_headers(session, upstream, ctx, claim_headers)?;
     if ctx.cache_fill.is_some() {
         // The cache needs a full response to store, not a 304 for this client.

@@ -23,6 +23,7 @@
 //! ```
 
 mod attempt;
+mod authn;
 mod cache;
 mod ctx;
 mod forward;

@@ -3,7 +3,6 @@
 //! [`GatewayError`] to answer with.
 
 use super::{Ctx, Gateway};
-use crate::auth;
 use crate::error::{json_body, GatewayError};
 use crate::headers::{self, X_FORWARDED_FOR, X_REQUEST_ID};
 use crate::ratelimit::{Check, KeySpec, Policy};
@@ -100,31 +99,7 @@ impl Gateway {
             req.remove_header(h);
         }
         if let Some(ra) = &route.auth {
-            let header = req
-                .headers
-                .get(header::AUTHORIZATION)
-                .map_or(&b""[..], |v| v.as_bytes());
-            let verdict = auth::bearer_token(header)
-                .and_then(|token| ra.verifier.verify(token, unix_now()))
-                .map_err(GatewayError::Unauthorized);
-            let claims = match verdict {
-                Ok(c) => c,
-                Err(e) => {
-                    self.metrics
-                        .auth_failures
-                        .with_label_values(&[&*route.name, e.code()])
-                        .inc();
-                    return Err(e);
-                }
-            };
-            let ok = ra
-                .require_claims
-                .iter()
-                .all(|(name, allowed)| claims.matches(name, allowed));
-            if !ok {
-                return Err(GatewayError::Forbidden);
-            }
-            ctx.claims = Some(claims);
+            self.authenticate(session, ctx, route, ra, rt).await?;
         }
 
         if !route.limits.is_empty() {
@@ -185,9 +160,18 @@ impl Gateway {
         let claims = ctx.claims.as_deref();
         let claim = |name: &str| claims.and_then(|c| c.get_str(name));
         let policies: &[Arc<Policy>] = &route.limits;
+        let consumer = ctx.consumer.as_deref().map(|c| &*c.name);
+        if consumer.is_none()
+            && policies
+                .iter()
+                .any(|p| p.key == KeySpec::Consumer { refuse: true })
+        {
+            return Err(GatewayError::Forbidden);
+        }
         let keys: smallvec::SmallVec<[String; 4]> = policies
             .iter()
             .map(|p| match &p.key {
+                KeySpec::Consumer { .. } => p.key.bucket_key(consumer, ip),
                 KeySpec::ClientIp | KeySpec::Global => p.key.bucket_key(None, ip),
                 KeySpec::Jwt(c) => p.key.bucket_key(claim(c).as_deref(), ip),
                 KeySpec::Header(h) => p
@@ -231,13 +215,25 @@ impl Gateway {
         ctx: &mut Ctx,
         err: GatewayError,
     ) -> Result<()> {
-        let body = json_body(err.code(), ctx.request_id());
         let status = err.status();
         let mut resp = ResponseHeader::build(status, Some(5))?;
-        resp.insert_header(header::CONTENT_TYPE, "application/json")?;
+        // A forward-auth denial goes back as the auth service wrote it.
+        let body = if let GatewayError::ForwardDenied(d) = &err {
+            for (name, value) in &d.headers {
+                resp.insert_header(name.clone(), value.clone())?;
+            }
+            d.body.clone()
+        } else {
+            resp.insert_header(header::CONTENT_TYPE, "application/json")?;
+            json_body(err.code(), ctx.request_id())
+        };
         resp.insert_header(header::CONTENT_LENGTH, body.len())?;
         resp.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
-        for (name, value) in err.extra_headers() {
+        let extra = match &err {
+            GatewayError::ForwardDenied(_) => vec![],
+            _ => err.extra_headers(),
+        };
+        for (name, value) in extra {
             resp.insert_header(name, value)?;
         }
         ctx.own_status = status;
@@ -277,12 +273,6 @@ fn is_websocket(req: &RequestHeader) -> bool {
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// The `Host` header, or the authority of an absolute-form request target.
 pub(super) fn request_host(req: &RequestHeader) -> Option<&str> {
     match req.headers.get(header::HOST) {
@@ -314,7 +304,7 @@ pub(super) fn hash_key(session: &Session, ctx: &Ctx, key: &HashKey) -> Vec<u8> {
     }
 }
 
-fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a [u8]> {
+pub(super) fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a [u8]> {
     req.headers
         .get_all(header::COOKIE)
         .iter()

@@ -25,7 +25,7 @@ pub const DEFAULT_REDIS_PREFIX: &str = "gh:";
 /// its client IP), so one client cannot make a bucket entry cost kilobytes.
 pub const MAX_KEY_VALUE_LEN: usize = 256;
 
-const VALID_KEYS: &str = "client_ip, jwt.<claim>, header:<Name>, route, global";
+const VALID_KEYS: &str = "client_ip, jwt.<claim>, header:<Name>, consumer, route, global";
 
 /// `rate_limits:` as written in the config file.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -104,6 +104,10 @@ pub struct RawPolicy {
     pub burst: Option<u64>,
     #[serde(default)]
     pub tiers: Option<RawTiers>,
+    /// With `key: consumer`: a request without a consumer is limited by its client IP
+    /// (`client_ip`, the default) or refused with 403 (`refuse`).
+    #[serde(default)]
+    pub fallback: Option<String>,
 }
 
 /// `rate_limits.policies.<name>.tiers:`.
@@ -129,6 +133,11 @@ pub enum KeySpec {
     Route,
     /// One bucket for everything.
     Global,
+    /// The authenticated consumer's name; `refuse`: a request without one is refused
+    /// (403) instead of limited by its client IP.
+    Consumer {
+        refuse: bool,
+    },
 }
 
 impl KeySpec {
@@ -138,6 +147,7 @@ impl KeySpec {
             "client_ip" => return Ok(KeySpec::ClientIp),
             "route" => return Ok(KeySpec::Route),
             "global" => return Ok(KeySpec::Global),
+            "consumer" => return Ok(KeySpec::Consumer { refuse: false }),
             _ => {}
         }
         if let Some(claim) = s.strip_prefix("jwt.") {
@@ -179,6 +189,7 @@ impl KeySpec {
         match (self, value) {
             (KeySpec::Global, _) => "global".to_string(),
             (KeySpec::Jwt(_) | KeySpec::Header(_), Some(v)) => prefixed("v:", v),
+            (KeySpec::Consumer { .. }, Some(c)) => prefixed("c:", c),
             (KeySpec::Route, Some(r)) => prefixed("r:", r),
             _ => prefixed("ip:", ip_text(client_ip, &mut [0; 48])),
         }
@@ -731,9 +742,23 @@ fn build_policy(
             format!("invalid policy name {name:?} (use 1-64 of A-Z a-z 0-9 - _ .)"),
         ));
     }
-    let key = KeySpec::parse(&rp.key)
+    let mut key = KeySpec::parse(&rp.key)
         .map_err(|m| err(errs, "key", m))
         .ok();
+    match (rp.fallback.as_deref(), &mut key) {
+        (None | Some("client_ip"), _) => {}
+        (Some("refuse"), Some(KeySpec::Consumer { refuse })) => *refuse = true,
+        (Some("refuse"), _) => err(
+            errs,
+            "fallback",
+            "refuse applies to key: consumer only".into(),
+        ),
+        (Some(other), _) => err(
+            errs,
+            "fallback",
+            format!("must be client_ip or refuse, got {other:?}"),
+        ),
+    }
     if rp.limit == 0 {
         err(errs, "limit", "limit must be at least 1".into());
     }

@@ -20,7 +20,10 @@ struct RawRoute {
     service: String,
     #[serde(default)]
     strip_prefix: bool,
-    auth: Option<String>,
+    auth: Option<RawAuth>,
+    #[serde(default)]
+    keep_credentials: bool,
+    require_groups: Option<Vec<String>>,
     #[serde(default)]
     rate_limit: Vec<String>,
     request_headers: Option<RawHeaderRules>,
@@ -34,6 +37,55 @@ struct RawRoute {
     #[serde(default)]
     websocket: bool,
     require_claims: Option<BTreeMap<String, OneOrMany>>,
+}
+
+/// `auth: main` (a JWT verifier) or a list of methods tried in order.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawAuth {
+    Jwt(String),
+    Methods(Vec<RawAuthItem>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawAuthItem {
+    /// `basic` or `api_key`.
+    Word(String),
+    Map(RawAuthMethod),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuthMethod {
+    jwt: Option<String>,
+    api_key: Option<RawApiKey>,
+    forward: Option<String>,
+    on_error: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApiKey {
+    header: Option<String>,
+    query: Option<String>,
+}
+
+/// One way a route accepts a caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthMethodConfig {
+    /// A `jwt:` verifier.
+    Jwt(String),
+    /// A consumer's API key, from a header and/or a query parameter.
+    ApiKey {
+        header: Option<http::HeaderName>,
+        query: Option<String>,
+    },
+    /// A consumer's basic-auth user name and password.
+    Basic,
+    /// A `forward_auth:` service; `allow_on_error`: let the request through (without a
+    /// consumer) when the service cannot answer.
+    Forward { name: String, allow_on_error: bool },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -56,8 +108,12 @@ pub struct RouteConfig {
     pub methods: Vec<http::Method>,
     pub service: String,
     pub strip_prefix: bool,
-    /// The name of a `jwt:` verifier; `None` = public route.
-    pub auth: Option<String>,
+    /// The methods tried in order, first success wins; empty = public route.
+    pub auth: Vec<AuthMethodConfig>,
+    /// Forward the credential that authenticated the request (default: removed).
+    pub keep_credentials: bool,
+    /// The consumer must be in one of these groups (403 otherwise).
+    pub require_groups: Vec<String>,
     /// Claim name → accepted values (any one of them).
     pub require_claims: Vec<(String, Vec<String>)>,
     /// Rate-limit policy names, all of which must allow.
@@ -84,6 +140,11 @@ pub struct Names<'a> {
     pub services: &'a [String],
     pub verifiers: &'a [String],
     pub policies: &'a [String],
+    pub forward_auth: &'a [String],
+    /// Every group some consumer is in.
+    pub groups: &'a std::collections::BTreeSet<&'a str>,
+    pub any_api_key: bool,
+    pub any_basic: bool,
 }
 
 const METHODS: &[&str] = &[
@@ -127,6 +188,7 @@ pub fn validate_routes(
             ));
         }
         check_refs(&raw, &path, names, errors);
+        let auth = auth_methods(raw.auth.as_ref(), &path, names, errors);
         let m = raw.matcher;
         let host = m.host.map(|h| h.trim().to_ascii_lowercase());
         if let Some(h) = &host {
@@ -167,10 +229,10 @@ pub fn validate_routes(
         let mut require_claims = Vec::new();
         for (claim, values) in raw.require_claims.unwrap_or_default() {
             let values = values.into_vec();
-            if raw.auth.is_none() {
+            if !auth.iter().any(|m| matches!(m, AuthMethodConfig::Jwt(_))) {
                 errors.push(ConfigError::new(
                     format!("{path}.require_claims"),
-                    "needs auth: a route without a verifier has no claims",
+                    "needs a jwt auth method: a route without a verifier has no claims",
                 ));
                 break;
             }
@@ -181,6 +243,34 @@ pub fn validate_routes(
                 ));
             }
             require_claims.push((claim, values));
+        }
+        let require_groups = raw.require_groups.clone().unwrap_or_default();
+        if raw.require_groups.is_some() {
+            if auth.is_empty() {
+                errors.push(ConfigError::new(
+                    format!("{path}.require_groups"),
+                    "needs auth: a public route has no consumer",
+                ));
+            } else if require_groups.is_empty() {
+                errors.push(ConfigError::new(
+                    format!("{path}.require_groups"),
+                    "list at least one group",
+                ));
+            }
+        }
+        for (j, g) in require_groups.iter().enumerate() {
+            if !names.groups.contains(g.as_str()) {
+                errors.push(ConfigError::new(
+                    format!("{path}.require_groups[{j}]"),
+                    format!("no consumer is in group {g:?}"),
+                ));
+            }
+        }
+        if raw.keep_credentials && auth.is_empty() {
+            errors.push(ConfigError::new(
+                format!("{path}.keep_credentials"),
+                "needs auth: a public route takes no credentials",
+            ));
         }
         let rules = |raw: &Option<RawHeaderRules>, key: &str| {
             raw.as_ref().map_or(Ok(HeaderRules::default()), |r| {
@@ -222,7 +312,9 @@ pub fn validate_routes(
                 methods,
                 service: raw.service,
                 strip_prefix: raw.strip_prefix,
-                auth: raw.auth,
+                auth,
+                keep_credentials: raw.keep_credentials,
+                require_groups,
                 require_claims,
                 rate_limit: raw.rate_limit,
                 cache,
@@ -233,7 +325,7 @@ pub fn validate_routes(
     out
 }
 
-/// The route's service, verifier and policies must be declared.
+/// The route's service and policies must be declared.
 fn check_refs(raw: &RawRoute, path: &str, names: &Names, errors: &mut Vec<ConfigError>) {
     if !names.services.contains(&raw.service) {
         errors.push(ConfigError::new(
@@ -244,17 +336,6 @@ fn check_refs(raw: &RawRoute, path: &str, names: &Names, errors: &mut Vec<Config
                 names.services.join(", ")
             ),
         ));
-    }
-    if let Some(a) = &raw.auth {
-        if !names.verifiers.contains(a) {
-            errors.push(ConfigError::new(
-                format!("{path}.auth"),
-                format!(
-                    "unknown jwt verifier {a:?} (known: {})",
-                    names.verifiers.join(", ")
-                ),
-            ));
-        }
     }
     for (j, name) in raw.rate_limit.iter().enumerate() {
         if !names.policies.contains(name) {
@@ -267,6 +348,153 @@ fn check_refs(raw: &RawRoute, path: &str, names: &Names, errors: &mut Vec<Config
             ));
         }
     }
+}
+
+/// The route's auth methods, each reference checked.
+fn auth_methods(
+    raw: Option<&RawAuth>,
+    path: &str,
+    names: &Names,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<AuthMethodConfig> {
+    let jwt = |name: &str, at: String, errors: &mut Vec<ConfigError>| {
+        if !names.verifiers.iter().any(|v| v == name) {
+            errors.push(ConfigError::new(
+                at,
+                format!(
+                    "unknown jwt verifier {name:?} (known: {})",
+                    names.verifiers.join(", ")
+                ),
+            ));
+        }
+        AuthMethodConfig::Jwt(name.to_string())
+    };
+    let items = match raw {
+        None => return vec![],
+        Some(RawAuth::Jwt(name)) => return vec![jwt(name, format!("{path}.auth"), errors)],
+        Some(RawAuth::Methods(items)) => items,
+    };
+    if items.is_empty() {
+        errors.push(ConfigError::new(
+            format!("{path}.auth"),
+            "list at least one method (or omit auth for a public route)",
+        ));
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("{path}.auth[{i}]");
+        let method = match item {
+            RawAuthItem::Word(w) if w == "basic" => AuthMethodConfig::Basic,
+            RawAuthItem::Word(w) if w == "api_key" => AuthMethodConfig::ApiKey {
+                header: Some(http::HeaderName::from_static("x-api-key")),
+                query: None,
+            },
+            RawAuthItem::Word(w) => {
+                errors.push(ConfigError::new(
+                    &at,
+                    format!(
+                        "unknown method {w:?} (basic, api_key, {{ jwt: NAME }}, {{ api_key: {{ header, query }} }}, {{ forward: NAME }})"
+                    ),
+                ));
+                continue;
+            }
+            RawAuthItem::Map(m) => {
+                let given = [m.jwt.is_some(), m.api_key.is_some(), m.forward.is_some()]
+                    .iter()
+                    .filter(|&&b| b)
+                    .count();
+                if given != 1 {
+                    errors.push(ConfigError::new(
+                        &at,
+                        "name exactly one method: jwt, api_key or forward",
+                    ));
+                    continue;
+                }
+                if m.on_error.is_some() && m.forward.is_none() {
+                    errors.push(ConfigError::new(
+                        format!("{at}.on_error"),
+                        "only a forward method has on_error",
+                    ));
+                }
+                if let Some(name) = &m.jwt {
+                    jwt(name, format!("{at}.jwt"), errors)
+                } else if let Some(k) = &m.api_key {
+                    let header = match &k.header {
+                        Some(h) => match http::HeaderName::from_bytes(h.as_bytes()) {
+                            Ok(h) => Some(h),
+                            Err(_) => {
+                                errors.push(ConfigError::new(
+                                    format!("{at}.api_key.header"),
+                                    format!("invalid header name {h:?}"),
+                                ));
+                                None
+                            }
+                        },
+                        None if k.query.is_none() => {
+                            Some(http::HeaderName::from_static("x-api-key"))
+                        }
+                        None => None,
+                    };
+                    if k.query.as_deref() == Some("") {
+                        errors.push(ConfigError::new(
+                            format!("{at}.api_key.query"),
+                            "must not be empty",
+                        ));
+                    }
+                    AuthMethodConfig::ApiKey {
+                        header,
+                        query: k.query.clone(),
+                    }
+                } else {
+                    let name = m.forward.clone().unwrap_or_default();
+                    if !names.forward_auth.contains(&name) {
+                        errors.push(ConfigError::new(
+                            format!("{at}.forward"),
+                            format!(
+                                "unknown forward_auth service {name:?} (known: {})",
+                                names.forward_auth.join(", ")
+                            ),
+                        ));
+                    }
+                    let allow_on_error = match m.on_error.as_deref() {
+                        None | Some("deny") => false,
+                        Some("allow") => true,
+                        Some(other) => {
+                            errors.push(ConfigError::new(
+                                format!("{at}.on_error"),
+                                format!("must be allow or deny, got {other:?}"),
+                            ));
+                            false
+                        }
+                    };
+                    AuthMethodConfig::Forward {
+                        name,
+                        allow_on_error,
+                    }
+                }
+            }
+        };
+        match &method {
+            AuthMethodConfig::ApiKey { .. } if !names.any_api_key => {
+                errors.push(ConfigError::new(
+                    &at,
+                    "api_key: no consumer has an API key (consumers.*.api_keys)",
+                ));
+            }
+            AuthMethodConfig::Basic if !names.any_basic => {
+                errors.push(ConfigError::new(
+                    &at,
+                    "basic: no consumer has basic credentials (consumers.*.basic)",
+                ));
+            }
+            _ => {}
+        }
+        if out.contains(&method) {
+            errors.push(ConfigError::new(&at, "listed twice"));
+        }
+        out.push(method);
+    }
+    out
 }
 
 /// `/api/users/` → `/api/users`; `/` stays `/`; `//a` → `/a`.

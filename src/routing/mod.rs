@@ -18,8 +18,8 @@ pub mod config;
 pub mod route;
 mod table;
 
-pub use config::{validate_routes, Names, RouteConfig, RoutePolicy};
-pub use route::{Route, RouteAuth};
+pub use config::{validate_routes, AuthMethodConfig, Names, RouteConfig, RoutePolicy};
+pub use route::{AuthMethod, Route, RouteAuth};
 pub use table::{normalise_host, strip_prefix, Match, Routable, RouteMatch, RouteTable};
 
 #[cfg(test)]

@@ -3,8 +3,9 @@
 //! and nothing else.
 
 use super::{Routable, RouteMatch, RoutePolicy};
-use crate::auth::Verifier;
+use crate::auth::{TokenSource, Verifier};
 use crate::cache::RouteCache;
+use crate::forward_auth::ForwardAuth;
 use crate::metrics::RouteMetrics;
 use crate::ratelimit::Policy;
 use crate::upstream::ServiceRuntime;
@@ -30,9 +31,33 @@ pub struct Route {
 
 /// What an auth route checks.
 pub struct RouteAuth {
-    pub verifier: Arc<Verifier>,
-    /// Claim name → accepted values (any one of them).
+    /// Tried in order; the first that accepts the request wins.
+    pub methods: Box<[AuthMethod]>,
+    /// Claim name → accepted values (any one of them); checked when a JWT won.
     pub require_claims: Vec<(String, Vec<String>)>,
+    /// The consumer must be in one of these (403 otherwise).
+    pub require_groups: Box<[Arc<str>]>,
+    /// Forward the credential that authenticated the request.
+    pub keep_credentials: bool,
+    /// `WWW-Authenticate` when no method found a credential: one challenge per method.
+    pub challenge: http::HeaderValue,
+}
+
+/// One way a route accepts a caller, resolved.
+pub enum AuthMethod {
+    Jwt {
+        verifier: Arc<Verifier>,
+        from: Box<[TokenSource]>,
+    },
+    ApiKey {
+        header: Option<http::HeaderName>,
+        query: Option<Box<str>>,
+    },
+    Basic,
+    Forward {
+        service: Arc<ForwardAuth>,
+        allow_on_error: bool,
+    },
 }
 
 impl Routable for Route {

@@ -12,6 +12,7 @@ mod admin;
 mod auth;
 mod balance;
 mod config_cli;
+mod consumers;
 mod discovery;
 mod forwarding;
 mod health;

@@ -369,7 +369,7 @@ policies:
         .expect("key error");
     assert_eq!(
         key_err.message,
-        r#"unknown key "ip" (valid: client_ip, jwt.<claim>, header:<Name>, route, global)"#
+        r#"unknown key "ip" (valid: client_ip, jwt.<claim>, header:<Name>, consumer, route, global)"#
     );
 
     let yaml = r#"
@@ -445,3 +445,44 @@ fn policy_value_is_built_once_and_follows_changes() {
 }
 
 mod gcra;
+
+#[test]
+fn consumer_keys_and_their_fallback() {
+    let yaml = r#"
+policies:
+  by-consumer: { key: consumer, limit: 10, window: 1s }
+  consumers-only: { key: consumer, limit: 10, window: 1s, fallback: refuse }
+  by-ip: { key: client_ip, limit: 10, window: 1s, fallback: client_ip }
+"#;
+    let raw: RawRateLimits = serde_yaml::from_str(yaml).expect("yaml");
+    let policies = build_policies(&raw).expect("valid");
+    assert_eq!(
+        policies.get("by-consumer").unwrap().key,
+        KeySpec::Consumer { refuse: false }
+    );
+    assert_eq!(
+        policies.get("consumers-only").unwrap().key,
+        KeySpec::Consumer { refuse: true }
+    );
+    let ip: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+    let k = &policies.get("by-consumer").unwrap().key;
+    assert_eq!(k.bucket_key(Some("partner-a"), ip), "c:partner-a");
+    assert_eq!(k.bucket_key(None, ip), "ip:192.0.2.7");
+
+    let yaml = r#"
+policies:
+  a: { key: client_ip, limit: 10, window: 1s, fallback: refuse }
+  b: { key: consumer, limit: 10, window: 1s, fallback: sometimes }
+"#;
+    let raw: RawRateLimits = serde_yaml::from_str(yaml).expect("yaml");
+    let errs = build_policies(&raw).expect_err("invalid");
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "rate_limits.policies.a.fallback",
+            "rate_limits.policies.b.fallback"
+        ],
+        "{errs:#?}"
+    );
+}
