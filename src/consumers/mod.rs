@@ -70,7 +70,7 @@ pub struct Consumers {
     list: Vec<Arc<Consumer>>,
     api_keys: DigestMap<usize>,
     basic: HashMap<String, (usize, PasswordHash)>,
-    /// SHA-256(user, NUL, password) → consumer index and when it was verified.
+    /// SHA-256(user length, user, password) → consumer index and when it was verified.
     verified: Mutex<DigestMap<(usize, Instant)>>,
     hashing: Arc<tokio::sync::Semaphore>,
 }
@@ -134,7 +134,12 @@ impl Consumers {
     /// `Authorization` header).
     pub async fn by_basic(&self, authorization: &[u8]) -> Result<Arc<Consumer>, BasicError> {
         let (user, password) = basic_credentials(authorization).ok_or(BasicError::Missing)?;
-        let digest = sha256(&[user.as_bytes(), b"\0", password.as_bytes()]);
+        // The user name's length first, so no other split of the same bytes collides.
+        let digest = sha256(&[
+            &(user.len() as u64).to_le_bytes(),
+            user.as_bytes(),
+            password.as_bytes(),
+        ]);
         let now = Instant::now();
         {
             let verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
@@ -149,10 +154,10 @@ impl Consumers {
             Some((i, h)) => (Some(*i), h.clone()),
             None => (None, dummy_hash().clone()),
         };
-        let _permit = self
-            .hashing
-            .acquire()
+        // Bounded: under a flood of attempts a request gives up rather than queue forever.
+        let _permit = tokio::time::timeout(Duration::from_secs(5), self.hashing.acquire())
             .await
+            .map_err(|_| BasicError::Invalid)?
             .map_err(|_| BasicError::Invalid)?;
         let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
             .await

@@ -187,6 +187,8 @@ pub struct Request<'a> {
 pub struct ForwardAuth {
     pub config: ForwardAuthConfig,
     cache: Option<DecisionCache>,
+    /// Unix seconds of the last "unavailable" log line (one per 10 s).
+    last_warning: std::sync::atomic::AtomicU64,
 }
 
 impl ForwardAuth {
@@ -196,7 +198,22 @@ impl ForwardAuth {
                 .cache_ttl
                 .map(|ttl| DecisionCache::new(ttl, config.cache_size)),
             config: config.clone(),
+            last_warning: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Whether to log that the service is unavailable now (at most once per 10 s).
+    pub fn should_warn(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.last_warning.load(Ordering::Relaxed);
+        now >= last + 10
+            && self
+                .last_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Ask the service (or the cache). `Err` with what went wrong when it is unavailable.

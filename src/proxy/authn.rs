@@ -247,16 +247,18 @@ impl Gateway {
                         }
                     },
                     Err(why) => {
-                        log::warn!(
-                            "forward_auth {}: unavailable for route {} ({why}){}",
-                            service.config.name,
-                            route.name,
-                            if *allow_on_error {
-                                ", letting the request through"
-                            } else {
-                                ""
-                            }
-                        );
+                        if service.should_warn() {
+                            log::warn!(
+                                "forward_auth {}: unavailable for route {} ({why}){}",
+                                service.config.name,
+                                route.name,
+                                if *allow_on_error {
+                                    ", letting the request through"
+                                } else {
+                                    ""
+                                }
+                            );
+                        }
                         if *allow_on_error {
                             Attempt::Accepted(Accepted::default())
                         } else {
