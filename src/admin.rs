@@ -1,10 +1,12 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/admin/status`.
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/admin/status`,
+//! `POST /admin/reload`, behind `admin.token` when one is set ([`access`]).
 //!
 //! Served as a Pingora service of its own, so its socket is handed over on a binary
 //! upgrade like the proxy listeners. It reads the same runtime snapshot as the proxy;
 //! gauges that describe current state (health, in-flight) are filled in at scrape time
 //! from that snapshot rather than maintained on the request path.
 
+use crate::config::server::AdminToken;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::runtime::Runtime;
@@ -219,11 +221,55 @@ fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<Vec<u8>>
     respond(status, "application/json", body)
 }
 
+/// Who may use the admin endpoints. With a token, everything but `/healthz` and
+/// `/readyz` needs `Authorization: Bearer <token>` (compared in constant time); without
+/// one, `POST` endpoints are refused unless the admin listener is loopback-only.
+/// `None`: go on; else the answer.
+pub fn access(
+    req: &pingora::http::RequestHeader,
+    token: Option<&AdminToken>,
+    loopback_only: bool,
+) -> Option<Response<Vec<u8>>> {
+    let open = matches!(req.uri.path(), "/healthz" | "/readyz");
+    match token {
+        Some(_) if open => None,
+        Some(t) => {
+            let presented = req
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| crate::auth::bearer_token(v.as_bytes()).ok())
+                .unwrap_or("");
+            if crate::consumers::ct_eq(presented.as_bytes(), &t.0) {
+                return None;
+            }
+            let mut r = json_response(
+                StatusCode::UNAUTHORIZED,
+                &json!({ "error": "unauthorized" }),
+            );
+            r.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer realm=\"gatehouse-admin\""),
+            );
+            Some(r)
+        }
+        None if req.method == http::Method::POST && !loopback_only => Some(json_response(
+            StatusCode::FORBIDDEN,
+            &json!({ "error": "admin_token_required",
+                     "detail": "POST on a non-loopback admin listener needs admin.token" }),
+        )),
+        None => None,
+    }
+}
+
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let rt = self.runtime.load_full();
         let req = session.req_header();
+        let loopback_only = rt.config.admin.is_some_and(|a| a.ip().is_loopback());
+        if let Some(denied) = access(req, rt.config.admin_token.as_ref(), loopback_only) {
+            return denied;
+        }
         if req.method == http::Method::POST && req.uri.path() == "/admin/reload" {
             return match self.reloader.reload().await {
                 Ok(report) => json_response(
@@ -266,3 +312,6 @@ impl ServeHttp for AdminApp {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

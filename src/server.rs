@@ -70,6 +70,14 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, String> {
 
     let listen = config.listen.clone();
     let admin = config.admin;
+    if let (Some(a), None) = (admin, &config.admin_token) {
+        if !a.ip().is_loopback() {
+            log::warn!(
+                "admin listener {a} is not loopback-only and has no admin.token: metrics and \
+                 status are open to the network, POST /admin/reload is refused"
+            );
+        }
+    }
     let source = config.source.clone();
     let h2c = config.server.h2c;
     let timeouts = config.server.timeouts;

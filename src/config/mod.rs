@@ -47,6 +47,8 @@ pub struct Config {
     pub source: PathBuf,
     pub listen: Vec<Listener>,
     pub admin: Option<SocketAddr>,
+    /// `admin.token` / `admin.token_file`: required by the admin endpoints when set.
+    pub admin_token: Option<server::AdminToken>,
     pub server: ServerSettings,
     /// By name, sorted (BTreeMap) so status output and metrics are stable.
     pub services: BTreeMap<String, ServiceConfig>,
@@ -129,7 +131,7 @@ fn validate(tree: Value, source: &Path, errors: &mut Vec<ConfigError>) -> Option
     let mut take = |k: &str| top.remove(k);
 
     let listen = server::validate_listen(take("listen"), errors);
-    let admin = server::validate_admin(take("admin"), &listen, errors);
+    let (admin, admin_token) = server::validate_admin(take("admin"), &listen, errors);
     let server = server::validate_server(take("server"), errors);
     let (jwt, verifiers) = crate::auth::validate(take("jwt"), errors);
     let consumers =
@@ -152,6 +154,7 @@ fn validate(tree: Value, source: &Path, errors: &mut Vec<ConfigError>) -> Option
         source: source.to_path_buf(),
         listen,
         admin,
+        admin_token,
         server,
         services,
         routes,

@@ -33,7 +33,24 @@ struct RawTls {
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
     address: String,
+    /// A bearer token every admin endpoint but `/healthz` and `/readyz` requires.
+    token: Option<String>,
+    /// The same, read from a file (trimmed); re-read on every reload.
+    token_file: Option<String>,
 }
+
+/// The admin listener's bearer token. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(pub Vec<u8>);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken([redacted])")
+    }
+}
+
+/// The shortest admin token accepted: a guessable one protects nothing.
+const MIN_ADMIN_TOKEN: usize = 16;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -325,12 +342,56 @@ fn validate_listener_tls(v: Value, path: &str, errors: &mut Vec<ConfigError>) ->
     out
 }
 
+/// The `admin:` section: its address, and its token when one is set.
 pub fn validate_admin(
     v: Option<Value>,
     listen: &[Listener],
     errors: &mut Vec<ConfigError>,
+) -> (Option<SocketAddr>, Option<AdminToken>) {
+    let Some(raw) = v.and_then(|v| de::<RawAdmin>(v, "admin", errors)) else {
+        return (None, None);
+    };
+    let token = admin_token(&raw, errors);
+    (admin_address(&raw, listen, errors), token)
+}
+
+fn admin_token(raw: &RawAdmin, errors: &mut Vec<ConfigError>) -> Option<AdminToken> {
+    let (path, value) = match (&raw.token, &raw.token_file) {
+        (None, None) => return None,
+        (Some(_), Some(_)) => {
+            errors.push(ConfigError::new(
+                "admin.token",
+                "give token or token_file, not both",
+            ));
+            return None;
+        }
+        (Some(t), None) => ("admin.token", t.trim().to_string()),
+        (None, Some(file)) => match std::fs::read_to_string(file) {
+            Ok(t) => ("admin.token_file", t.trim().to_string()),
+            Err(e) => {
+                errors.push(ConfigError::new(
+                    "admin.token_file",
+                    format!("cannot read {file}: {e}"),
+                ));
+                return None;
+            }
+        },
+    };
+    if value.len() < MIN_ADMIN_TOKEN || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        errors.push(ConfigError::new(
+            path,
+            format!("must be at least {MIN_ADMIN_TOKEN} visible ASCII characters (e.g. `openssl rand -hex 32`)"),
+        ));
+        return None;
+    }
+    Some(AdminToken(value.into_bytes()))
+}
+
+fn admin_address(
+    raw: &RawAdmin,
+    listen: &[Listener],
+    errors: &mut Vec<ConfigError>,
 ) -> Option<SocketAddr> {
-    let raw = de::<RawAdmin>(v?, "admin", errors)?;
     let Ok(addr) = raw.address.parse::<SocketAddr>() else {
         errors.push(ConfigError::new(
             "admin.address",

@@ -124,3 +124,58 @@ fn buffered_access_lines_are_written_when_the_gateway_exits() {
         assert_eq!(v["status"], 200);
     }
 }
+
+#[test]
+fn an_admin_token_guards_the_admin_api_but_not_health() {
+    let up = upstreams(1);
+    let gw = Gateway::start(&one_route(&up[0]));
+    let post = |auth: Option<&str>| {
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+        request(gw.admin, "POST", "/admin/reload", &headers, b"").expect("POST")
+    };
+    // No token, loopback admin listener: open, as before.
+    assert_eq!(post(None).status, 200);
+    assert_eq!(gw.admin_get("/metrics").status, 200);
+
+    let token = "s3cr3t-admin-token-0123456789abcdef";
+    let file = gw.dir.join("admin.token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let text = std::fs::read_to_string(&gw.config).unwrap();
+    let with_token = text.replacen(
+        "admin:\n  address:",
+        &format!("admin:\n  token_file: {}\n  address:", file.display()),
+        1,
+    );
+    assert_ne!(text, with_token);
+    write_atomically(&gw.config, &with_token);
+    gw.signal("-HUP");
+    assert!(wait_until(std::time::Duration::from_secs(5), || {
+        gw.admin_get("/metrics").status == 401
+    }));
+    let bearer = format!("Bearer {token}");
+    let get = |path: &str, auth: Option<&str>| {
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+        request(gw.admin, "GET", path, &headers, b"").expect("GET")
+    };
+    assert_eq!(get("/healthz", None).status, 200);
+    assert_eq!(get("/readyz", None).status, 200);
+    for path in ["/metrics", "/admin/status"] {
+        let r = get(path, None);
+        assert_eq!(r.status, 401, "{path}");
+        assert_eq!(r.json()["error"], "unauthorized");
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some("Bearer realm=\"gatehouse-admin\"")
+        );
+        assert_eq!(
+            get(path, Some("Bearer wrong-token-0123456789abcdef")).status,
+            401
+        );
+        assert_eq!(get(path, Some(&bearer)).status, 200, "{path}");
+    }
+    assert_eq!(post(None).status, 401);
+    assert_eq!(post(Some(&bearer)).status, 200);
+    // The proxy itself is unaffected, and the token is never logged.
+    assert_eq!(gw.get("/x").status, 200);
+    assert!(!gw.log().contains(token));
+}

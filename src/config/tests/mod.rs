@@ -227,3 +227,39 @@ fn client_timeouts_limits_and_max_connections() {
         assert!(errs.iter().any(|e| e.contains(path)), "{path}: {errs:?}");
     }
 }
+
+#[test]
+fn admin_tokens_are_checked() {
+    let line = r#"admin: { address: "127.0.0.1:9091" }"#;
+    assert!(GOOD.contains(line));
+    assert!(load(GOOD).unwrap().admin_token.is_none());
+    let set = |extra: &str| {
+        GOOD.replace(
+            line,
+            &format!(r#"admin: {{ address: "127.0.0.1:9091", {extra} }}"#),
+        )
+    };
+    let c = load(&set("token: 0123456789abcdef0123")).unwrap();
+    let token = c.admin_token.unwrap();
+    assert_eq!(token.0, b"0123456789abcdef0123");
+    let shown = format!("{token:?}");
+    assert!(
+        shown.contains("redacted") && !shown.contains("0123"),
+        "{shown}"
+    );
+    for (extra, path) in [
+        ("token: short", "admin.token"),
+        ("token: 0123456789abcdef0123, token_file: /x", "admin.token"),
+        ("token_file: /nonexistent/admin.token", "admin.token_file"),
+    ] {
+        let errs = load(&set(extra)).unwrap_err();
+        assert!(
+            errs.iter().any(|e| e.starts_with(path)),
+            "{extra}: {errs:?}"
+        );
+        assert!(
+            !errs.iter().any(|e| e.contains("0123456789abcdef0123")),
+            "{errs:?}"
+        );
+    }
+}

@@ -48,9 +48,16 @@ struct IdleWait<'a, S> {
 
 impl<S: std::future::Future<Output = ()>> IdleWait<'_, S> {
     /// Wait until `stream` has bytes to read (or EOF, or an error: the session then
-    /// finds out), within `limit` (`None`: no limit); `false` if the limit passed or the
-    /// server is shutting down (the connection is then closed).
-    async fn next_request(&mut self, stream: &mut Stream, limit: Option<Duration>) -> bool {
+    /// finds out), within `limit` (`None`: no limit); `false` if the limit passed or,
+    /// with `stop_on_shutdown`, the server is shutting down (the connection is then
+    /// closed). A new connection's first request is waited for even while shutting down,
+    /// as Pingora serves it (without keep-alive).
+    async fn next_request(
+        &mut self,
+        stream: &mut Stream,
+        limit: Option<Duration>,
+        stop_on_shutdown: bool,
+    ) -> bool {
         use std::future::Future as _;
         use std::task::Poll;
         let mut armed = false;
@@ -58,13 +65,15 @@ impl<S: std::future::Future<Output = ()>> IdleWait<'_, S> {
             if stream.poll_readable(cx).is_ready() {
                 return Poll::Ready(true);
             }
-            if !self.subscribed {
-                if self.stopping.as_mut().poll(cx).is_ready() {
+            if stop_on_shutdown {
+                if !self.subscribed {
+                    if self.stopping.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(false);
+                    }
+                    self.subscribed = true;
+                } else if *self.shutdown.borrow() {
                     return Poll::Ready(false);
                 }
-                self.subscribed = true;
-            } else if *self.shutdown.borrow() {
-                return Poll::Ready(false);
             }
             if let Some(limit) = limit {
                 if !armed {
@@ -437,9 +446,6 @@ where
             // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
             // (Gatehouse patch) Wait for the first byte here, before the request's
             // (large) future exists: an idle connection costs little more than its socket.
-            if *shutdown.borrow() {
-                return None;
-            }
             let first = self
                 .server_options()
                 .and_then(|o| o.first_request_timeout)
@@ -467,7 +473,7 @@ where
                 shutdown,
                 subscribed: false,
             };
-            if !idle.next_request(&mut stream, Some(first)).await {
+            if !idle.next_request(&mut stream, Some(first), false).await {
                 return None;
             }
             let mut session = ServerSession::new_http1(stream);
@@ -502,7 +508,7 @@ where
                         Some(secs) => Some(Duration::from_secs(secs)),
                         None => Some(Duration::from_secs(60)),
                     };
-                    if !idle.next_request(&mut stream, limit).await {
+                    if !idle.next_request(&mut stream, limit, true).await {
                         break;
                     }
                 }
