@@ -446,10 +446,6 @@ where
             // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
             // (Gatehouse patch) Wait for the first byte here, before the request's
             // (large) future exists: an idle connection costs little more than its socket.
-            let first = self
-                .server_options()
-                .and_then(|o| o.first_request_timeout)
-                .unwrap_or(Duration::from_secs(60));
             // Resolves once the server is shutting down; polled only while idle. It
             // completes at most once, and the connection closes when it does.
             let mut watch = shutdown.clone();
@@ -473,9 +469,11 @@ where
                 shutdown,
                 subscribed: false,
             };
-            if !idle.next_request(&mut stream, Some(first), false).await {
-                return None;
-            }
+            // The first request is read by the session itself, bounded by the
+            // first-request timeout (its keep-alive timeout below), as Pingora does:
+            // waiting for it here as well lost a connection now and then around a
+            // graceful upgrade (the upgrade test under load), so only the waits between
+            // requests happen here.
             let mut session = ServerSession::new_http1(stream);
             if *shutdown.borrow() {
                 // stop downstream from reusing if this service is shutting down soon
