@@ -49,25 +49,17 @@ impl Cluster {
         let children = ports
             .iter()
             .map(|p| {
-                let args: Vec<String> = [
-                    "--port",
-                    &p.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    &format!("nodes-{p}.conf"),
-                    "--cluster-node-timeout",
-                    "2000",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+                let args = redis_args(
+                    *p,
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        &format!("nodes-{p}.conf"),
+                        "--cluster-node-timeout",
+                        "2000",
+                    ],
+                );
                 spawn(dir, "redis-server", &args, &format!("redis-{p}.log"))
             })
             .collect();
@@ -138,36 +130,16 @@ impl Sentinel {
             RedisServer::free_port(),
             RedisServer::free_port(),
         );
-        let redis = |port: u16, extra: &[String]| -> Vec<String> {
-            let mut a: Vec<String> = [
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            a.extend_from_slice(extra);
-            a
-        };
         let mut children = vec![spawn(
             dir,
             "redis-server",
-            &redis(master, &[]),
+            &redis_args(master, &[]),
             "master.log",
         )];
         children.push(spawn(
             dir,
             "redis-server",
-            &redis(
-                replica,
-                &["--replicaof".into(), "127.0.0.1".into(), master.to_string()],
-            ),
+            &redis_args(replica, &["--replicaof", "127.0.0.1", &master.to_string()]),
             "replica.log",
         ));
         wait_for(Duration::from_secs(10), "replica in sync", || {
@@ -260,4 +232,24 @@ impl Drop for Sentinel {
             let _ = c.wait();
         }
     }
+}
+
+/// `redis-server` arguments for a throwaway loopback instance on `port` (no persistence),
+/// then `extra`.
+fn redis_args(port: u16, extra: &[&str]) -> Vec<String> {
+    let port = port.to_string();
+    [
+        "--port",
+        &port,
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    .iter()
+    .chain(extra)
+    .map(|s| s.to_string())
+    .collect()
 }
