@@ -1,11 +1,13 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/admin/status`,
-//! `POST /admin/reload`, behind `admin.token` when one is set ([`access`]).
+//! The admin listener: the dashboard page at `/`, `/metrics`, `/healthz`, `/readyz`,
+//! `/admin/status`, `/admin/stats` ([`stats`]), `POST /admin/reload`, behind
+//! `admin.token` when one is set ([`access`]).
 //!
 //! Served as a Pingora service of its own, so its socket is handed over on a binary
 //! upgrade like the proxy listeners. It reads the same runtime snapshot as the proxy;
 //! gauges that describe current state (health, in-flight) are filled in at scrape time
 //! from that snapshot rather than maintained on the request path.
 
+use crate::access_log::rfc3339;
 use crate::config::server::AdminToken;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
@@ -17,11 +19,22 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
 use std::sync::Arc;
+use std::time::SystemTime;
+
+pub mod stats;
+
+pub use stats::Stats;
+
+/// The dashboard: one self-contained page (inline CSS and JS, nothing fetched from
+/// elsewhere) that polls `/admin/status` and `/admin/stats`.
+const DASHBOARD: &str = include_str!("admin/dashboard.html");
 
 pub struct AdminApp {
     runtime: Arc<ArcSwap<Runtime>>,
     metrics: Arc<Metrics>,
     reloader: Arc<Reloader>,
+    stats: Arc<Stats>,
+    started_at: SystemTime,
 }
 
 impl AdminApp {
@@ -29,11 +42,14 @@ impl AdminApp {
         runtime: Arc<ArcSwap<Runtime>>,
         metrics: Arc<Metrics>,
         reloader: Arc<Reloader>,
+        stats: Arc<Stats>,
     ) -> Self {
         AdminApp {
             runtime,
             metrics,
             reloader,
+            stats,
+            started_at: SystemTime::now(),
         }
     }
 
@@ -100,7 +116,7 @@ impl AdminApp {
         }
     }
 
-    fn status(rt: &Runtime) -> serde_json::Value {
+    fn status(&self, rt: &Runtime) -> serde_json::Value {
         let routes: Vec<_> = rt
             .config
             .routes
@@ -188,9 +204,31 @@ impl AdminApp {
                 json!({ "address": l.address, "tls": certs })
             })
             .collect();
+        let last_reload = self.reloader.last().map(|r| {
+            json!({
+                "at": rfc3339(r.at),
+                "result": if r.errors.is_empty() { "ok" } else { "error" },
+                "errors": r.errors,
+            })
+        });
+        let reloads = |result: &str| {
+            self.metrics
+                .config_reloads
+                .with_label_values(&[result])
+                .get()
+        };
         json!({
             "version": env!("CARGO_PKG_VERSION"),
+            "commit": crate::COMMIT,
             "config": rt.config.source.display().to_string(),
+            "started_at": rfc3339(self.started_at),
+            "config_loaded_at": rfc3339(rt.loaded_at),
+            "last_reload": last_reload,
+            "reloads": { "ok": reloads("ok"), "error": reloads("error") },
+            "tracing": rt.tracer.as_ref().map(|t| json!({
+                "otlp_endpoint": crate::http_client::redacted(&t.config.endpoint),
+                "sample_ratio": t.config.sample_ratio,
+            })),
             "listeners": listeners,
             "rate_limit_store": {
                 "kind": format!("{:?}", rt.rate_store.kind()).to_lowercase(),
@@ -221,8 +259,8 @@ fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<Vec<u8>>
     respond(status, "application/json", body)
 }
 
-/// Who may use the admin endpoints. With a token, everything but `/healthz` and
-/// `/readyz` needs `Authorization: Bearer <token>` (compared in constant time); without
+/// Who may use the admin endpoints. With a token, everything but `/healthz`, `/readyz`
+/// and the dashboard page needs `Authorization: Bearer <token>` (compared in constant time); without
 /// one, `POST` endpoints are refused unless the admin listener is loopback-only.
 /// `None`: go on; else the answer.
 pub fn access(
@@ -230,7 +268,9 @@ pub fn access(
     token: Option<&AdminToken>,
     loopback_only: bool,
 ) -> Option<Response<Vec<u8>>> {
-    let open = matches!(req.uri.path(), "/healthz" | "/readyz");
+    // The dashboard page holds no data (it asks for the token, then fetches with it).
+    let open = matches!(req.uri.path(), "/healthz" | "/readyz")
+        || (req.uri.path() == "/" && req.method != http::Method::POST);
     match token {
         Some(_) if open => None,
         Some(t) => {
@@ -302,12 +342,42 @@ impl ServeHttp for AdminApp {
                     self.metrics.render(),
                 )
             }
-            "/healthz" => json_response(StatusCode::OK, &json!({ "status": "ok" })),
+            // The pid tells `gatehouse-ctl upgrade` which process answered.
+            "/healthz" => json_response(
+                StatusCode::OK,
+                &json!({ "status": "ok", "pid": std::process::id() }),
+            ),
             "/readyz" => {
                 let (code, body) = Self::readiness(&rt);
                 json_response(code, &body)
             }
-            "/admin/status" => json_response(StatusCode::OK, &Self::status(&rt)),
+            "/admin/status" => json_response(StatusCode::OK, &self.status(&rt)),
+            "/admin/stats" => json_response(StatusCode::OK, &self.stats.report()),
+            "/" => {
+                let mut r = respond(
+                    StatusCode::OK,
+                    "text/html; charset=utf-8",
+                    DASHBOARD.as_bytes().to_vec(),
+                );
+                let h = r.headers_mut();
+                // Inline script and style only; nothing from elsewhere, no framing.
+                h.insert(
+                    http::header::CONTENT_SECURITY_POLICY,
+                    http::HeaderValue::from_static(
+                        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                         connect-src 'self'; img-src data:; frame-ancestors 'none'",
+                    ),
+                );
+                h.insert(
+                    http::header::X_CONTENT_TYPE_OPTIONS,
+                    http::HeaderValue::from_static("nosniff"),
+                );
+                h.insert(
+                    http::header::CACHE_CONTROL,
+                    http::HeaderValue::from_static("no-store"),
+                );
+                r
+            }
             _ => json_response(StatusCode::NOT_FOUND, &json!({ "error": "not_found" })),
         }
     }

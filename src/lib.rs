@@ -22,6 +22,7 @@
 //! | [`error`] | every gateway-made answer, its status/JSON, and Pingora error classification → `fail_to_proxy` |
 //! | [`metrics`] | Prometheus registry, bounded labels → `logging` |
 //! | [`access_log`] | one line per request → `logging` |
+//! | [`tracing`] | W3C trace context, spans, the OTLP exporter → request phases and `logging` |
 //! | [`http_client`] | outbound HTTP for the gateway's own requests (JWKS) |
 //! | [`reload`] | SIGHUP / `POST /admin/reload`: validate, rebuild, swap |
 //! | [`admin`] | `/metrics`, `/healthz`, `/readyz`, `/admin/status`, `/admin/reload` |
@@ -53,6 +54,17 @@ pub fn release_free_memory() {
     }
 }
 
+/// The package version and the git commit it was built from (`build.rs`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("GATEHOUSE_COMMIT"),
+    ")"
+);
+
+/// The git commit alone (`gatehouse_build_info`, `/admin/status`).
+pub const COMMIT: &str = env!("GATEHOUSE_COMMIT");
+
 pub mod access_log;
 pub mod admin;
 pub mod auth;
@@ -74,5 +86,6 @@ pub mod routing;
 pub mod runtime;
 pub mod server;
 pub mod tls;
+pub mod tracing;
 pub mod transform;
 pub mod upstream;

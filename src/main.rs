@@ -1,6 +1,6 @@
 //! The `gatehouse` command line (SPEC "Command line").
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use gatehouse::config::Config;
 use gatehouse::server::{self, RunOptions};
 use std::io::Write;
@@ -10,7 +10,7 @@ use std::process::ExitCode;
 #[derive(Parser, Debug)]
 #[command(
     name = "gatehouse",
-    version,
+    version = gatehouse::VERSION,
     about = "An API gateway on Cloudflare's Pingora"
 )]
 struct Cli {
@@ -61,6 +61,14 @@ enum Command {
         #[arg(long)]
         bcrypt: bool,
     },
+    /// Print a shell completion script (e.g. `gatehouse completions bash >
+    /// /etc/bash_completion.d/gatehouse`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `gatehouse man > /usr/share/man/man1/gatehouse.1`.
+    Man,
     /// Run a self-contained demo: two echo upstreams on loopback plus the gateway.
     Demo {
         /// The demo config.
@@ -151,6 +159,25 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "gatehouse",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Man) => {
+            let mut out = std::io::stdout().lock();
+            return match clap_mangen::Man::new(Cli::command()).render(&mut out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("gatehouse man: {e}");
+                    ExitCode::from(1)
+                }
+            };
+        }
         None => {}
     }
     let Some(path) = cli.conf.as_deref() else {
@@ -204,13 +231,15 @@ fn check(path: &Path, config: Config) -> ExitCode {
     ExitCode::from(1)
 }
 
-/// SIGHUP's default action ends the process. Until the supervisor installs its reload
-/// handler (when the server starts), a `systemctl reload` racing start-up must not kill it.
+/// SIGHUP's and SIGUSR1's default action ends the process. Until the supervisor installs
+/// its handlers (when the server starts), a `systemctl reload` or a logrotate
+/// `postrotate` racing start-up must not kill it.
 fn ignore_sighup_until_ready() {
     // SAFETY: setting a signal disposition to SIG_IGN has no preconditions; tokio's
-    // handler replaces it later.
+    // handlers replace it later.
     unsafe {
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        libc::signal(libc::SIGUSR1, libc::SIG_IGN);
     }
 }
 
@@ -221,7 +250,7 @@ fn run(config: Config, opts: RunOptions) -> ExitCode {
         Ok(server) => {
             log::info!(
                 "gatehouse {} listening on {}{}",
-                env!("CARGO_PKG_VERSION"),
+                gatehouse::VERSION,
                 listen.join(", "),
                 admin.map_or(String::new(), |a| format!(", admin on {a}"))
             );
@@ -255,15 +284,35 @@ fn demo(conf: &Path) -> ExitCode {
     };
     let gw = config.listen[0].address.clone();
     let admin = config.admin.map(|a| a.to_string()).unwrap_or_default();
+    let secret = std::env::var("DEMO_JWT_SECRET")
+        .unwrap_or_else(|_| "gatehouse-demo-secret-not-for-production".to_string());
+    let token = gatehouse::auth::mint_hs256(
+        secret.as_bytes(),
+        "demo-user",
+        &[],
+        std::time::Duration::from_secs(3600),
+    )
+    .unwrap_or_default();
     println!(
-        "\nGatehouse demo: upstreams {a} and {b}, gateway on {gw}, admin on {admin}\n\
-         Try:\n  \
-         curl -i http://{gw}/api/echo/hello          # weighted 3:1 across the two upstreams\n  \
+        "\nGatehouse demo: upstreams {a} and {b}, gateway on {gw}, admin on {admin}\n\n\
+         Routing and balancing (weighted 3:1, see \"upstream\" in the answer):\n  \
+         curl -s http://{gw}/api/echo/hello\n  \
          curl -i http://{gw}/api/echo/status/503     # upstream status passes through\n  \
          curl -i -X DELETE http://{gw}/api/echo/x    # 405 with Allow\n  \
-         curl -i http://{gw}/nowhere                 # 404 JSON\n  \
+         curl -i http://{gw}/nowhere                 # 404 JSON\n\n\
+         JWT (a ready token for sub=demo-user, valid 1 h):\n  \
+         TOKEN={token}\n  \
+         curl -i http://{gw}/api/private/me                                  # 401\n  \
+         curl -i -H \"Authorization: Bearer $TOKEN\" http://{gw}/api/private/me   # 200, upstream sees X-User-ID\n\n\
+         Rate limit (5 a minute per IP; watch RateLimit-Remaining, then 429 with Retry-After):\n  \
+         for i in 1 2 3 4 5 6; do curl -s -o /dev/null -D - http://{gw}/api/limited/x | grep -iE '^HTTP|^ratelimit|^retry-after'; done\n\n\
+         Cache (X-Cache: MISS, then HIT for 30 s):\n  \
+         curl -s -o /dev/null -D - http://{gw}/api/cached/item | grep -i x-cache\n  \
+         curl -s -o /dev/null -D - http://{gw}/api/cached/item | grep -i x-cache\n\n\
+         Operations:\n  \
+         dashboard:  http://{admin}/\n  \
          curl -s http://{admin}/admin/status\n  \
-         curl -s http://{admin}/metrics | grep gatehouse_\n\
+         curl -s http://{admin}/metrics | grep ^gatehouse_\n\n\
          Ctrl-C to stop.\n"
     );
     let code = run(config, RunOptions::default());

@@ -9,6 +9,7 @@
 //! run several gateways in one process and nothing depends on which prometheus version
 //! another crate registered into.
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -35,6 +36,16 @@ pub struct Metrics {
     pub discovery_errors: IntCounterVec,
     /// When each listener certificate expires (unix seconds), filled in at scrape.
     pub certificate_expiry: IntGaugeVec,
+    /// One upstream attempt, from choosing the upstream to its response head (or the
+    /// failure), by service and upstream.
+    pub upstream_duration: HistogramVec,
+    /// Request and response body bytes, by route and service.
+    pub request_bytes: IntCounterVec,
+    pub response_bytes: IntCounterVec,
+    /// Spans handed to the OTLP exporter and accepted by the collector, and spans
+    /// dropped (queue full, export failed).
+    pub spans_exported: IntCounter,
+    pub spans_dropped: IntCounter,
     /// Downstream connections open now, and the limit (`server.max_connections`; absent
     /// without one), filled in at scrape from the listeners' permits.
     connections_open: prometheus::IntGauge,
@@ -193,6 +204,55 @@ impl Metrics {
             &["listener", "name"],
         )
         .expect("static metric definition");
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "gatehouse_upstream_duration_seconds",
+                "One upstream attempt, from choosing the upstream to its response head (or failure).",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
+            &["service", "upstream"],
+        )
+        .expect("static metric definition");
+        let request_bytes = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_request_bytes_total",
+                "Request body bytes received from clients, by route.",
+            ),
+            &["route", "service"],
+        )
+        .expect("static metric definition");
+        let response_bytes = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_response_bytes_total",
+                "Response body bytes sent to clients, by route.",
+            ),
+            &["route", "service"],
+        )
+        .expect("static metric definition");
+        let spans_exported = IntCounter::new(
+            "gatehouse_tracing_spans_exported_total",
+            "Spans the OTLP collector accepted.",
+        )
+        .expect("static metric definition");
+        let spans_dropped = IntCounter::new(
+            "gatehouse_tracing_spans_dropped_total",
+            "Spans dropped: the export queue was full or the collector failed.",
+        )
+        .expect("static metric definition");
+        let build_info = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "gatehouse_build_info",
+                "1, labelled with the version and git commit of the running binary.",
+            ),
+            &["version", "commit"],
+        )
+        .expect("static metric definition");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), crate::COMMIT])
+            .set(1);
         let connections_open = prometheus::IntGauge::new(
             "gatehouse_downstream_connections",
             "Client connections open now, over all listeners.",
@@ -219,10 +279,24 @@ impl Metrics {
             Box::new(rate_limited.clone()),
             Box::new(cache_requests.clone()),
             Box::new(rate_store_errors.clone()),
+            Box::new(upstream_duration.clone()),
+            Box::new(request_bytes.clone()),
+            Box::new(response_bytes.clone()),
+            Box::new(spans_exported.clone()),
+            Box::new(spans_dropped.clone()),
+            Box::new(build_info),
         ] {
             registry
                 .register(c)
                 .expect("metric names are unique in a fresh registry");
+        }
+        // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, …
+        // (read from /proc at scrape).
+        #[cfg(target_os = "linux")]
+        if let Err(e) = registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        )) {
+            log::warn!("process metrics unavailable: {e}");
         }
         Metrics {
             registry,
@@ -240,6 +314,11 @@ impl Metrics {
             rate_store_state,
             discovery_errors,
             certificate_expiry,
+            upstream_duration,
+            request_bytes,
+            response_bytes,
+            spans_exported,
+            spans_dropped,
             connections_open,
             connections_limit,
             connection_permits: OnceLock::new(),
@@ -278,6 +357,43 @@ impl Metrics {
         out
     }
 
+    /// The names of every metric family Gatehouse exports (whether or not it has a
+    /// series yet): the Grafana dashboard's test checks its queries against them.
+    pub fn family_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .registry
+            .gather()
+            .iter()
+            .map(|f| f.name().to_string())
+            .collect();
+        let mut extra = vec![
+            self.request_bytes.desc(),
+            self.response_bytes.desc(),
+            self.upstream_duration.desc(),
+            self.requests.desc(),
+            self.duration.desc(),
+            self.upstream_requests.desc(),
+            self.upstream_healthy.desc(),
+            self.circuit_state.desc(),
+            self.inflight.desc(),
+            self.auth_failures.desc(),
+            self.config_reloads.desc(),
+            self.rate_limited.desc(),
+            self.cache_requests.desc(),
+            self.discovery_errors.desc(),
+            self.certificate_expiry.desc(),
+            self.connections_limit.desc(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|d| d.fq_name.clone())
+        .collect();
+        names.append(&mut extra);
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// The attempt counters of one upstream, in [`Outcome::ALL`] order.
     pub fn attempt_counters(&self, service: &str, upstream: &str) -> [IntCounter; Outcome::COUNT] {
         Outcome::ALL.map(|o| {
@@ -286,7 +402,8 @@ impl Metrics {
         })
     }
 
-    /// Count one answered request (`requests_total` and the duration histogram).
+    /// Count one answered request (`requests_total`, the duration histogram and the
+    /// body bytes each way).
     pub fn record_request(
         &self,
         cached: Option<&RouteMetrics>,
@@ -294,8 +411,30 @@ impl Metrics {
         method: &http::Method,
         status: u16,
         seconds: f64,
+        bytes: [u64; 2],
     ) {
         let [route, service] = labels;
+        let [received, sent] = bytes;
+        match cached {
+            Some(c) => {
+                let [req, resp] = c.bytes.get_or_init(|| {
+                    [
+                        self.request_bytes.with_label_values(&[route, service]),
+                        self.response_bytes.with_label_values(&[route, service]),
+                    ]
+                });
+                req.inc_by(received);
+                resp.inc_by(sent);
+            }
+            None => {
+                self.request_bytes
+                    .with_label_values(&[route, service])
+                    .inc_by(received);
+                self.response_bytes
+                    .with_label_values(&[route, service])
+                    .inc_by(sent);
+            }
+        }
         let m = method_index(method);
         match cached {
             Some(c) if status == 200 => c.ok[m]
@@ -354,6 +493,8 @@ pub fn method_index(m: &http::Method) -> usize {
 pub struct RouteMetrics {
     pub duration: OnceLock<Histogram>,
     pub ok: [OnceLock<IntCounter>; 8],
+    /// `gatehouse_request_bytes_total` and `gatehouse_response_bytes_total`.
+    pub bytes: OnceLock<[IntCounter; 2]>,
 }
 
 /// Status codes as static strings (no allocation per request).

@@ -29,6 +29,16 @@ pub struct Reloader {
     certs: ListenerCerts,
     /// Reloads run one at a time: a second SIGHUP waits for the first to finish.
     lock: tokio::sync::Mutex<()>,
+    /// The last reload's time and result (the dashboard shows it).
+    last: std::sync::Mutex<Option<LastReload>>,
+}
+
+/// When the last reload ran and what came of it.
+#[derive(Debug, Clone)]
+pub struct LastReload {
+    pub at: std::time::SystemTime,
+    /// Empty: it succeeded.
+    pub errors: Vec<String>,
 }
 
 /// What a successful reload could not apply in place.
@@ -52,7 +62,20 @@ impl Reloader {
             compression_module,
             certs,
             lock: tokio::sync::Mutex::new(()),
+            last: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The last reload's time and result; `None` before the first.
+    pub fn last(&self) -> Option<LastReload> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn record(&self, errors: &[String]) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(LastReload {
+            at: std::time::SystemTime::now(),
+            errors: errors.to_vec(),
+        });
     }
 
     /// Reload the config file. `Err` carries every error; the old config stays in force.
@@ -90,6 +113,17 @@ impl Reloader {
                 .for_each(|w| log::warn!("config reload: {w}")),
             Err(errors) => return Err(self.failed(errors)),
         }
+        // The one step that can still fail, before anything of the new config runs: a
+        // new access-log file that cannot be opened keeps the old config (and file).
+        let log_path = new.config.server.access_log_path.as_deref();
+        if let Err(e) = crate::access_log::set_path(log_path) {
+            let path = log_path
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            return Err(self.failed(vec![format!(
+                "server.access_log.path: cannot open {path}: {e}"
+            )]));
+        }
         new.prefetch_jwks().await;
         new.start_background(&self.metrics);
         for l in &new.config.listen {
@@ -102,6 +136,7 @@ impl Reloader {
         self.runtime.store(new.clone());
         new.retire(&old);
         self.metrics.config_reloads.with_label_values(&["ok"]).inc();
+        self.record(&[]);
         for what in &report.needs_upgrade {
             log::warn!(
                 "config reload: {what} changed; it takes effect only after a binary upgrade (gatehouse -u)"
@@ -112,6 +147,7 @@ impl Reloader {
     }
 
     fn failed(&self, errors: Vec<String>) -> Vec<String> {
+        self.record(&errors);
         self.metrics
             .config_reloads
             .with_label_values(&["error"])

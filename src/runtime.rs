@@ -21,6 +21,7 @@ use crate::ratelimit::{Probe, RedisTarget, Store};
 use crate::routing::{
     AuthMethod, AuthMethodConfig, Route, RouteAuth, RouteConfig, RouteMatch, RouteTable,
 };
+use crate::tracing::Tracer;
 use crate::upstream::ServiceRuntime;
 use http::HeaderName;
 use ipnet::IpNet;
@@ -86,6 +87,10 @@ pub struct Runtime {
     /// The keep-alive timeout in whole seconds (what Pingora takes), at least 1.
     pub keepalive_secs: u64,
     pub limits: HeadLimits,
+    /// `tracing:`; `None` (off) costs a request one branch.
+    pub tracer: Option<Arc<Tracer>>,
+    /// When this snapshot's config was loaded.
+    pub loaded_at: std::time::SystemTime,
 }
 
 impl Runtime {
@@ -170,11 +175,20 @@ impl Runtime {
                 strip(h);
             }
         }
+        let tracer = config.tracing.as_ref().map(|t| match previous {
+            Some(p) => match &p.tracer {
+                Some(old) if old.config == *t => old.clone(),
+                _ => Arc::new(Tracer::new(t.clone())),
+            },
+            None => Arc::new(Tracer::new(t.clone())),
+        });
         Ok(Runtime {
+            tracer,
+            loaded_at: std::time::SystemTime::now(),
             any_compression: config.routes.iter().any(|r| r.policy.compression),
             trusted_proxies: config.server.trusted_proxies.clone(),
             max_request_body: config.server.max_request_body,
-            access_log: config.server.access_log,
+            access_log: config.server.access_log.clone(),
             timeouts: config.server.timeouts,
             keepalive_secs: (config.server.timeouts.keepalive.as_secs_f64().ceil() as u64).max(1),
             limits: config.server.limits,
@@ -302,6 +316,9 @@ impl Runtime {
     pub fn start_background(&self, metrics: &Arc<Metrics>) {
         for svc in &self.services {
             svc.start_background(metrics);
+        }
+        if let Some(t) = &self.tracer {
+            t.start_background(metrics);
         }
         for h in self.verifiers.values() {
             if h.verifier.needs_jwks() && !h.started.swap(true, Ordering::SeqCst) {

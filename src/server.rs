@@ -82,6 +82,14 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, String> {
     let h2c = config.server.h2c;
     let timeouts = config.server.timeouts;
     let max_connections = config.server.max_connections;
+    if let Some(path) = &config.server.access_log_path {
+        crate::access_log::set_path(Some(path)).map_err(|e| {
+            format!(
+                "server.access_log.path: cannot open {}: {e}",
+                path.display()
+            )
+        })?;
+    }
     let runtime = Runtime::build(config, None)?;
     for warning in runtime.prepare_blocking().map_err(|e| e.join("\n"))? {
         log::warn!("{warning}");
@@ -152,10 +160,16 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, String> {
     }
     server.add_service(proxy);
 
+    let stats = Arc::new(crate::admin::Stats::default());
     if let Some(addr) = admin {
         let mut svc = Service::new(
             "gatehouse admin".to_string(),
-            AdminApp::new(runtime.clone(), metrics.clone(), reloader.clone()),
+            AdminApp::new(
+                runtime.clone(),
+                metrics.clone(),
+                reloader.clone(),
+                stats.clone(),
+            ),
         );
         svc.add_tcp(&addr.to_string());
         server.add_service(svc);
@@ -167,17 +181,21 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, String> {
             runtime: runtime.clone(),
             reloader,
             metrics,
+            stats,
         },
     ));
     Ok(server)
 }
 
 /// Starts the snapshot's background work (health checks, JWKS refreshers), sweeps idle
-/// rate-limit buckets, and reloads the config on SIGHUP.
+/// rate-limit buckets, reloads the config on SIGHUP and reopens the access log on
+/// SIGUSR1.
 struct Supervisor {
     runtime: Arc<ArcSwap<Runtime>>,
     reloader: Arc<Reloader>,
     metrics: Arc<Metrics>,
+    /// The dashboard's history, sampled every [`crate::admin::stats::INTERVAL`].
+    stats: Arc<crate::admin::Stats>,
 }
 
 #[async_trait]
@@ -192,8 +210,16 @@ impl BackgroundService for Supervisor {
                 None
             }
         };
+        let mut usr1 = match signal(SignalKind::user_defined1()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::error!("cannot listen for SIGUSR1 ({e}); the access log is not reopened");
+                None
+            }
+        };
         let mut sweep = tokio::time::interval(std::time::Duration::from_secs(30));
         let mut release = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut sample = tokio::time::interval(crate::admin::stats::INTERVAL);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
@@ -202,8 +228,16 @@ impl BackgroundService for Supervisor {
                     // Errors are logged and counted inside; the old config stays.
                     let _ = self.reloader.reload().await;
                 }
+                Some(()) = async { match usr1.as_mut() { Some(s) => s.recv().await, None => None } } => {
+                    match crate::access_log::reopen() {
+                        Ok(Some(path)) => log::info!("SIGUSR1: access log reopened at {}", path.display()),
+                        Ok(None) => log::info!("SIGUSR1: the access log goes to stderr; nothing to reopen"),
+                        Err(e) => log::error!("SIGUSR1: cannot reopen the access log ({e}); writing to the old file"),
+                    }
+                }
                 _ = sweep.tick() => self.runtime.load().rate_store.sweep(),
                 _ = release.tick() => crate::release_free_memory(),
+                _ = sample.tick() => self.stats.sample(&self.metrics),
             }
         }
     }

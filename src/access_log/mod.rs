@@ -1,4 +1,6 @@
-//! One access-log line per request (`logging` phase), to stderr.
+//! One access-log line per request (`logging` phase), to stderr or to
+//! `server.access_log.path` ([`sink`]: reopened on SIGUSR1), as JSON, text, nginx's
+//! `combined` or a `template` of `$variables` ([`template`]).
 //!
 //! The line is built in a reused per-thread buffer and appended to a process-wide
 //! buffer; a writer thread flushes it at most [`FLUSH_INTERVAL`] after the first line
@@ -8,21 +10,26 @@
 //! buffered is written when the process exits normally (an `atexit` hook), and lines
 //! stay whole and in order.
 //!
-//! `RUST_LOG` still decides: the lines are on when the `log` target `gatehouse::access`
-//! is enabled at `info` (so `RUST_LOG=gatehouse::access=off` silences them), checked once.
+//! On stderr `RUST_LOG` still decides: the lines are on when the `log` target
+//! `gatehouse::access` is enabled at `info` (so `RUST_LOG=gatehouse::access=off` silences
+//! them), checked once. Lines to a file are always on (`format: off` turns them off).
 //!
 //! Never logged: the query string (tokens travel there), request headers (Authorization,
-//! cookies), bodies. The path is logged without its query.
+//! cookies), bodies. The path (and a `Referer`) is logged without its query.
 
 use crate::error::push_json_str;
-use pingora::proxy::Session;
+use pingora::http::RequestHeader;
 use std::cell::RefCell;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub mod sink;
+mod template;
+
+pub use sink::{reopen, set_path};
+pub use template::Template;
 
 pub const TARGET: &str = "gatehouse::access";
 
@@ -32,20 +39,25 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 pub const FLUSH_BYTES: usize = 32 * 1024;
 
 /// `server.access_log.format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccessLogFormat {
     Json,
     Text,
+    /// nginx's and Apache's `combined`.
+    Combined,
+    Template(Arc<Template>),
     Off,
 }
 
 impl AccessLogFormat {
-    pub const NAMES: &'static str = "json, text, off";
+    pub const NAMES: &'static str = "json, text, combined, template, off";
 
+    /// A format by name; `template` comes with its compiled template.
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "json" => Some(AccessLogFormat::Json),
             "text" => Some(AccessLogFormat::Text),
+            "combined" => Some(AccessLogFormat::Combined),
             "off" => Some(AccessLogFormat::Off),
             _ => None,
         }
@@ -53,8 +65,12 @@ impl AccessLogFormat {
 }
 
 pub struct Entry<'a> {
-    pub session: &'a Session,
+    pub req: &'a RequestHeader,
+    /// Response body bytes sent to the client.
+    pub body_bytes_sent: usize,
     pub request_id: &'a str,
+    /// The W3C trace id when the request is traced (joins the line to its trace).
+    pub trace_id: Option<&'a str>,
     pub client_ip: Option<IpAddr>,
     pub status: u16,
     pub elapsed: Duration,
@@ -64,8 +80,8 @@ pub struct Entry<'a> {
     pub attempts: usize,
 }
 
-pub fn write(format: AccessLogFormat, e: &Entry) {
-    if format == AccessLogFormat::Off || !enabled() {
+pub fn write(format: &AccessLogFormat, e: &Entry) {
+    if *format == AccessLogFormat::Off || !(sink::to_file() || enabled()) {
         return;
     }
     thread_local! {
@@ -78,7 +94,7 @@ pub fn write(format: AccessLogFormat, e: &Entry) {
         line.clear();
         format_line(&mut line, format, e, SystemTime::now());
         line.push('\n');
-        sink().push(line.as_bytes());
+        sink::push(line.as_bytes());
         if line.capacity() > 16 * 1024 {
             // One huge line (a long path) does not keep its buffer forever.
             *line = String::with_capacity(512);
@@ -92,15 +108,15 @@ fn enabled() -> bool {
     *ENABLED.get_or_init(|| log::log_enabled!(target: TARGET, log::Level::Info))
 }
 
-fn format_line(line: &mut String, format: AccessLogFormat, e: &Entry, now: SystemTime) {
-    let req = e.session.req_header();
+fn format_line(line: &mut String, format: &AccessLogFormat, e: &Entry, now: SystemTime) {
+    let req = e.req;
     let host = req
         .headers
         .get(http::header::HOST)
         .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
         .unwrap_or("");
     let path = req.uri.path();
-    let sent = e.session.body_bytes_sent();
+    let sent = e.body_bytes_sent;
     let mut num = itoa::Buffer::new();
     match format {
         AccessLogFormat::Json => {
@@ -136,6 +152,12 @@ fn format_line(line: &mut String, format: AccessLogFormat, e: &Entry, now: Syste
             }
             line.push_str(",\"attempts\":");
             line.push_str(num.format(e.attempts));
+            if let Some(t) = e.trace_id {
+                // Hex digits: nothing to escape.
+                line.push_str(",\"trace_id\":\"");
+                line.push_str(t);
+                line.push('"');
+            }
             line.push('}');
         }
         AccessLogFormat::Text => {
@@ -161,7 +183,12 @@ fn format_line(line: &mut String, format: AccessLogFormat, e: &Entry, now: Syste
                 e.attempts,
                 e.request_id
             );
+            if let Some(t) = e.trace_id {
+                let _ = write!(line, " trace={t}");
+            }
         }
+        AccessLogFormat::Combined => template::combined(line, e, now),
+        AccessLogFormat::Template(t) => t.render(line, e, now),
         AccessLogFormat::Off => {}
     }
 }
@@ -204,91 +231,6 @@ fn push_timestamp(line: &mut String, now: SystemTime) {
         }
         Err(_) => line.push_str(&rfc3339(now)),
     });
-}
-
-/// Whether the writer thread runs (else every push writes at once).
-static WRITER: AtomicBool = AtomicBool::new(false);
-
-/// The shared buffer and the thread that flushes it.
-struct Sink {
-    buf: Mutex<Vec<u8>>,
-    /// Signalled when the buffer goes from empty to not.
-    filled: Condvar,
-    /// Held while writing, with the spare buffer the full one is swapped into, so
-    /// batches reach stderr whole and in order.
-    out: Mutex<Vec<u8>>,
-}
-
-fn sink() -> &'static Sink {
-    static SINK: OnceLock<Sink> = OnceLock::new();
-    static STARTED: std::sync::Once = std::sync::Once::new();
-    let s = SINK.get_or_init(|| Sink {
-        buf: Mutex::new(Vec::with_capacity(FLUSH_BYTES * 2)),
-        filled: Condvar::new(),
-        out: Mutex::new(Vec::with_capacity(FLUSH_BYTES * 2)),
-    });
-    STARTED.call_once(|| {
-        extern "C" fn flush_at_exit() {
-            sink().flush();
-        }
-        // SAFETY: registers a plain `extern "C" fn()`, as atexit(3) requires.
-        unsafe {
-            libc::atexit(flush_at_exit);
-        }
-        let spawned = std::thread::Builder::new()
-            .name("access-log".into())
-            .spawn(move || loop {
-                let s = sink();
-                {
-                    let mut buf = lock(&s.buf);
-                    while buf.is_empty() {
-                        buf = s.filled.wait(buf).unwrap_or_else(|e| e.into_inner());
-                    }
-                }
-                std::thread::sleep(FLUSH_INTERVAL);
-                s.flush();
-            });
-        match spawned {
-            Ok(_) => WRITER.store(true, Ordering::Release),
-            Err(e) => {
-                log::error!("access log: no writer thread ({e}); lines are written as they come")
-            }
-        }
-    });
-    s
-}
-
-impl Sink {
-    fn push(&self, line: &[u8]) {
-        let mut buf = lock(&self.buf);
-        let was_empty = buf.is_empty();
-        buf.extend_from_slice(line);
-        let full = buf.len() >= FLUSH_BYTES || !WRITER.load(Ordering::Acquire);
-        drop(buf);
-        if full {
-            self.flush();
-        } else if was_empty {
-            self.filled.notify_one();
-        }
-    }
-
-    fn flush(&self) {
-        let mut out = lock(&self.out);
-        std::mem::swap(&mut *lock(&self.buf), &mut *out);
-        if !out.is_empty() {
-            // Nowhere to report a failed write to stderr; the batch is dropped.
-            let _ = std::io::stderr().lock().write_all(&out);
-            out.clear();
-            if out.capacity() > FLUSH_BYTES * 8 {
-                out.shrink_to(FLUSH_BYTES * 2);
-            }
-        }
-    }
-}
-
-/// A panic while holding a buffer cannot leave it half-valid (it holds whole lines).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// `2026-11-22T07:48:19.123Z` without a date-time dependency.

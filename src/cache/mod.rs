@@ -54,11 +54,16 @@ pub enum CacheStatus {
 
 impl CacheStatus {
     pub fn header_value(self) -> http::HeaderValue {
-        http::HeaderValue::from_static(match self {
+        http::HeaderValue::from_static(self.label())
+    }
+
+    /// `HIT`, `MISS`, `BYPASS` (the `X-Cache` value).
+    pub fn label(self) -> &'static str {
+        match self {
             CacheStatus::Hit => "HIT",
             CacheStatus::Miss => "MISS",
             CacheStatus::Bypass => "BYPASS",
-        })
+        }
     }
 
     /// The metric's `result` label; a bypass is not counted.

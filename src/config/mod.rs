@@ -12,6 +12,7 @@
 //! | `jwt` | [`crate::auth::config`] |
 //! | `consumers`, `consumers_file` | [`crate::consumers::config`] |
 //! | `forward_auth` | [`crate::forward_auth`] |
+//! | `tracing` | [`crate::tracing::config`] |
 //! | `rate_limits` | [`crate::ratelimit::config`] |
 //! | `services` | [`crate::upstream::config`] |
 //! | `routes` | [`crate::routing::config`] |
@@ -61,6 +62,8 @@ pub struct Config {
     pub consumers: ConsumersConfig,
     /// `forward_auth:` services by name.
     pub forward_auth: BTreeMap<String, ForwardAuthConfig>,
+    /// `tracing:`; `None`: off.
+    pub tracing: Option<crate::tracing::TracingConfig>,
 }
 
 const TOP_LEVEL_KEYS: &[&str] = &[
@@ -73,6 +76,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "forward_auth",
     "rate_limits",
     "services",
+    "tracing",
     "routes",
 ];
 
@@ -137,6 +141,7 @@ fn validate(tree: Value, source: &Path, errors: &mut Vec<ConfigError>) -> Option
     let consumers =
         crate::consumers::config::validate(take("consumers"), take("consumers_file"), errors);
     let (forward_auth, forward_names) = crate::forward_auth::validate(take("forward_auth"), errors);
+    let tracing = crate::tracing::config::validate(take("tracing"), errors);
     let (rate_limits, policies) = crate::ratelimit::validate(take("rate_limits"), errors);
     let (services, declared) = crate::upstream::config::validate_services(take("services"), errors);
     let names = Names {
@@ -162,6 +167,7 @@ fn validate(tree: Value, source: &Path, errors: &mut Vec<ConfigError>) -> Option
         rate_limits,
         consumers,
         forward_auth,
+        tracing,
     })
 }
 

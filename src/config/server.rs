@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use serde_yaml::Value;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Debug, Deserialize)]
@@ -152,7 +152,16 @@ const PINGORA_MAX_HEAD: u64 = 1024 * 1024 - 1;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAccessLog {
+    #[serde(default = "default_access_format")]
     format: String,
+    /// A file instead of stderr; SIGUSR1 reopens it.
+    path: Option<PathBuf>,
+    /// `format: template`: `$variable`s and text.
+    template: Option<String>,
+}
+
+fn default_access_format() -> String {
+    "json".to_string()
 }
 
 #[derive(Debug, Clone)]
@@ -207,6 +216,8 @@ pub struct ServerSettings {
     pub trusted_proxies: Vec<IpNet>,
     pub max_request_body: Option<u64>,
     pub access_log: AccessLogFormat,
+    /// `server.access_log.path`; `None` = stderr.
+    pub access_log_path: Option<PathBuf>,
     pub h2c: bool,
     pub resolver: ResolverSpec,
     /// One multi-threaded runtime whose threads steal work (Pingora's default), or one
@@ -434,19 +445,7 @@ pub fn validate_server(v: Option<Value>, errors: &mut Vec<ConfigError>) -> Serve
             )),
         }
     }
-    let access_log = match raw.access_log.as_ref().map(|a| a.format.as_str()) {
-        None => AccessLogFormat::Json,
-        Some(name) => AccessLogFormat::parse(name).unwrap_or_else(|| {
-            errors.push(ConfigError::new(
-                "server.access_log.format",
-                format!(
-                    "unknown format {name:?} (valid: {})",
-                    AccessLogFormat::NAMES
-                ),
-            ));
-            AccessLogFormat::Json
-        }),
-    };
+    let (access_log, access_log_path) = access_log(raw.access_log.as_ref(), errors);
     if let Some(log) = &raw.error_log {
         let dir = Path::new(log)
             .parent()
@@ -507,6 +506,7 @@ pub fn validate_server(v: Option<Value>, errors: &mut Vec<ConfigError>) -> Serve
         trusted_proxies,
         max_request_body: raw.max_request_body.map(|s| s.0),
         access_log,
+        access_log_path,
         h2c: raw.h2c,
         resolver,
         work_stealing: raw.work_stealing.unwrap_or(threads > 1),
@@ -569,4 +569,65 @@ fn validate_limits(raw: RawLimits, errors: &mut Vec<ConfigError>) -> HeadLimits 
         request_head: size("request_head", raw.request_head, d.request_head),
         response_head: size("response_head", raw.response_head, d.response_head),
     }
+}
+
+/// `server.access_log`: the format (a template compiled here) and the file.
+fn access_log(
+    raw: Option<&RawAccessLog>,
+    errors: &mut Vec<ConfigError>,
+) -> (AccessLogFormat, Option<PathBuf>) {
+    let Some(raw) = raw else {
+        return (AccessLogFormat::Json, None);
+    };
+    let format = match (raw.format.as_str(), &raw.template) {
+        ("template", Some(t)) => match crate::access_log::Template::compile(t) {
+            Ok(t) => AccessLogFormat::Template(std::sync::Arc::new(t)),
+            Err(es) => {
+                for e in es {
+                    errors.push(ConfigError::new("server.access_log.template", e));
+                }
+                AccessLogFormat::Json
+            }
+        },
+        ("template", None) => {
+            errors.push(ConfigError::new(
+                "server.access_log.template",
+                "format: template needs a template (e.g. \"$remote_addr $request $status\")",
+            ));
+            AccessLogFormat::Json
+        }
+        (name, template) => {
+            if template.is_some() {
+                errors.push(ConfigError::new(
+                    "server.access_log.template",
+                    format!("only used with format: template (format is {name:?})"),
+                ));
+            }
+            AccessLogFormat::parse(name).unwrap_or_else(|| {
+                errors.push(ConfigError::new(
+                    "server.access_log.format",
+                    format!(
+                        "unknown format {name:?} (valid: {})",
+                        AccessLogFormat::NAMES
+                    ),
+                ));
+                AccessLogFormat::Json
+            })
+        }
+    };
+    if let Some(path) = &raw.path {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        if path.as_os_str().is_empty() || path.is_dir() {
+            errors.push(ConfigError::new(
+                "server.access_log.path",
+                format!("{} is not a file path", path.display()),
+            ));
+        } else if !dir.is_none_or(Path::is_dir) {
+            errors.push(ConfigError::new(
+                "server.access_log.path",
+                format!("the directory of {} does not exist", path.display()),
+            ));
+        }
+    }
+    (format, raw.path.clone())
 }

@@ -23,6 +23,9 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 /// The authenticated consumer's name, and its groups (comma-separated), for the upstream.
+/// W3C Trace Context (set on upstream requests when `tracing:` is on).
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 pub const X_CONSUMER: HeaderName = HeaderName::from_static("x-consumer");
 pub const X_CONSUMER_GROUPS: HeaderName = HeaderName::from_static("x-consumer-groups");
 /// `RateLimit-Limit`, `-Remaining`, `-Reset` and `-Policy`, in that order.

@@ -53,6 +53,10 @@ impl Gateway {
         ctx.attempt_recorded = false;
         ctx.ticket = Some(ticket);
         let upstream = &members.upstreams[i];
+        ctx.attempt_start = std::time::Instant::now();
+        if let Some(t) = ctx.trace.as_deref_mut() {
+            t.begin_attempt(upstream.state.address.clone());
+        }
         ctx.upstream_guard = Some(upstream.state.inflight.begin());
         let mut peer = svc.peer(upstream);
         choose_request_policy(session, &mut peer, ctx);
@@ -80,7 +84,7 @@ impl Gateway {
         if outcome == Outcome::TlsError {
             self.log_tls_failure(ctx, &e);
         }
-        self.finish_attempt(ctx, outcome);
+        self.finish_attempt(ctx, outcome, 0);
         ctx.upstream_guard = None;
         e.set_retry(attempts_left(ctx));
         e
@@ -118,7 +122,7 @@ impl Gateway {
             self.log_tls_failure(ctx, &e);
         }
         // A 5xx already counted in upstream_response_filter is not counted twice.
-        self.finish_attempt(ctx, outcome);
+        self.finish_attempt(ctx, outcome, 0);
         ctx.upstream_guard = None;
         let mut e = e.more_context(format!("Peer: {peer}"));
         if refused_tls {
@@ -153,7 +157,7 @@ impl Gateway {
         code: u16,
     ) -> Result<()> {
         let failed = code >= 500 && code != 501;
-        self.finish_attempt(ctx, if failed { Outcome::Error } else { Outcome::Ok });
+        self.finish_attempt(ctx, if failed { Outcome::Error } else { Outcome::Ok }, code);
         if failed
             && replay_safe(session)
             && ctx.members.as_ref().is_some_and(|m| m.upstreams.len() > 1)
@@ -168,7 +172,8 @@ impl Gateway {
 
     /// Count the current attempt's outcome exactly once: the metric, and the breaker
     /// (anything but `Ok` is a failure).
-    pub(super) fn finish_attempt(&self, ctx: &mut Ctx, outcome: Outcome) {
+    /// `status`: the upstream's, 0 without an answer.
+    pub(super) fn finish_attempt(&self, ctx: &mut Ctx, outcome: Outcome, status: u16) {
         if ctx.attempt_recorded {
             return;
         }
@@ -176,14 +181,23 @@ impl Gateway {
         if let Some(ticket) = ctx.ticket.take() {
             ticket.record(outcome == Outcome::Ok);
         }
+        if let Some(t) = ctx.trace.as_deref_mut() {
+            t.end_attempt(outcome.label(), status);
+        }
         let (Some(svc), Some(upstream)) = (ctx.service(), ctx.upstream()) else {
             return;
         };
         let state = &upstream.state;
-        let counters = state
-            .attempt_counters
-            .get_or_init(|| self.metrics.attempt_counters(&svc.name, &state.address));
+        let (counters, duration) = state.attempt_metrics.get_or_init(|| {
+            (
+                self.metrics.attempt_counters(&svc.name, &state.address),
+                self.metrics
+                    .upstream_duration
+                    .with_label_values(&[&*svc.name, &*state.address]),
+            )
+        });
         counters[outcome.index()].inc();
+        duration.observe(ctx.attempt_start.elapsed().as_secs_f64());
     }
 
     /// One line per upstream every 10 s at most: which upstream, which service, why.

@@ -8,6 +8,7 @@ use crate::error::GatewayError;
 use crate::ratelimit::RateHeaders;
 use crate::routing::Route;
 use crate::runtime::Runtime;
+use crate::tracing::RequestTrace;
 use crate::upstream::{InflightGuard, Members, ServiceRuntime, Upstream};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -66,12 +67,17 @@ pub struct Ctx {
     pub cache_collector: Option<Box<BodyCollector>>,
     /// `X-Cache` on cached routes.
     pub cache_status: Option<CacheStatus>,
+    /// When the current upstream attempt began (`gatehouse_upstream_duration_seconds`).
+    pub attempt_start: Instant,
+    /// The request's trace when `tracing:` is on.
+    pub trace: Option<Box<RequestTrace>>,
 }
 
 impl Ctx {
     pub fn new() -> Box<Ctx> {
+        let now = Instant::now();
         Box::new(Ctx {
-            start: Instant::now(),
+            start: now,
             rt: None,
             route: None,
             request_id: http::HeaderValue::from_static(""),
@@ -98,6 +104,8 @@ impl Ctx {
             cache_fill: None,
             cache_collector: None,
             cache_status: None,
+            attempt_start: now,
+            trace: None,
         })
     }
 

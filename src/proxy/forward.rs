@@ -5,7 +5,8 @@
 use super::response::{ReqSink, Vars};
 use super::Ctx;
 use crate::headers::{
-    self, HopByHop, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP, X_REQUEST_ID,
+    self, HopByHop, TRACEPARENT, TRACESTATE, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+    X_REAL_IP, X_REQUEST_ID,
 };
 use crate::routing;
 use http::{header, HeaderName};
@@ -142,6 +143,21 @@ fn add_forwarded_headers(
         }
     }
     h.insert(X_REQUEST_ID, ctx.request_id.clone());
+    if let Some(t) = ctx.trace.as_deref() {
+        // This attempt's span is the upstream's parent; the client's tracestate goes
+        // on only with the client's traceparent (a new trace has none).
+        if let Some(tp) = t.attempt_header() {
+            h.insert(TRACEPARENT, tp);
+        }
+        match &t.tracestate {
+            Some(ts) => {
+                h.insert(TRACESTATE, ts.clone());
+            }
+            None => {
+                h.remove(TRACESTATE);
+            }
+        }
+    }
     if ctx.drop_connection {
         h.remove(header::CONNECTION);
     }

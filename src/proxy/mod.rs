@@ -132,6 +132,9 @@ impl ProxyHttp for Gateway {
                 rt
             }
         };
+        if let Some(t) = &rt.tracer {
+            ctx.trace = Some(t.start(session.req_header()));
+        }
         self.identify(session, ctx, &rt);
         if let Err(e) = validate::check_head(session, &rt.limits) {
             // The connection's framing is not to be trusted any further.
@@ -328,15 +331,21 @@ impl ProxyHttp for Gateway {
             &session.req_header().method,
             status,
             elapsed.as_secs_f64(),
+            [
+                session.as_ref().body_bytes_read() as u64,
+                session.body_bytes_sent() as u64,
+            ],
         );
         if let Some(rt) = ctx.rt.as_deref() {
             self.count_cache(ctx);
             let upstream = ctx.upstream().map(|u| &*u.state.address);
             access_log::write(
-                rt.access_log,
+                &rt.access_log,
                 &access_log::Entry {
-                    session,
+                    req: session.req_header(),
+                    body_bytes_sent: session.body_bytes_sent(),
                     request_id: ctx.request_id(),
+                    trace_id: ctx.trace.as_deref().map(|t| t.trace_id_hex()),
                     client_ip: ctx.client_ip,
                     status,
                     elapsed,
@@ -347,6 +356,9 @@ impl ProxyHttp for Gateway {
                 },
             );
         }
+        if let Some(trace) = ctx.trace.take() {
+            self.finish_trace(session, ctx, trace, status);
+        }
         ctx.upstream_guard = None;
         ctx.service_guard = None;
         // An attempt without an outcome (the client left) gives its probe slot back,
@@ -354,6 +366,65 @@ impl ProxyHttp for Gateway {
         ctx.ticket = None;
         ctx.cache_collector = None;
         ctx.cache_fill = None;
+    }
+}
+
+impl Gateway {
+    /// Queue a sampled request's spans for export.
+    fn finish_trace(
+        &self,
+        session: &Session,
+        ctx: &Ctx,
+        trace: Box<crate::tracing::RequestTrace>,
+        status: u16,
+    ) {
+        let (Some(rt), true) = (ctx.rt.as_deref(), trace.sampled) else {
+            return;
+        };
+        let Some(tracer) = &rt.tracer else {
+            return;
+        };
+        let req = session.req_header();
+        let route = ctx.route();
+        let auth = if ctx.claims.is_some() || ctx.consumer.is_some() {
+            "ok"
+        } else if matches!(
+            ctx.error,
+            Some(
+                GatewayError::Unauthorized(_)
+                    | GatewayError::Unauthenticated { .. }
+                    | GatewayError::ForwardDenied(_)
+                    | GatewayError::AuthUnavailable
+            )
+        ) {
+            "refused"
+        } else {
+            "none"
+        };
+        let rate_limit = match ctx.error {
+            Some(GatewayError::RateLimited(_)) => Some("limited"),
+            _ => ctx.rate.as_ref().map(|_| "ok"),
+        };
+        let finished = crate::tracing::Finished {
+            trace,
+            end: std::time::SystemTime::now(),
+            method: req.method.clone(),
+            path: req.uri.path().to_string(),
+            host: request::request_host(req).map(str::to_string),
+            status,
+            route: route.map(|r| r.name.clone()),
+            service: route.map(|r| r.service.name.clone()),
+            client_ip: ctx.client_ip,
+            request_id: ctx.request_id.clone(),
+            auth,
+            rate_limit,
+            error: ctx.error.as_ref().map(GatewayError::code),
+            cache: ctx.cache_status.map(|c| c.label()),
+            consumer: ctx.consumer.as_ref().map(|c| c.name.clone()),
+        };
+        if let Err(dropped) = tracer.finish(finished) {
+            self.metrics.spans_dropped.inc_by(dropped);
+        }
     }
 }
 

@@ -40,6 +40,12 @@ impl Drop for InflightGuard {
     }
 }
 
+/// An upstream's attempt counters (by outcome) and duration histogram.
+pub type AttemptMetrics = (
+    [prometheus::IntCounter; Outcome::COUNT],
+    prometheus::Histogram,
+);
+
 /// State of one upstream that outlives a single request.
 #[derive(Debug)]
 pub struct UpstreamState {
@@ -49,9 +55,10 @@ pub struct UpstreamState {
     pub inflight: Arc<InflightCounter>,
     /// Survives reloads with the upstream (keyed by address).
     pub breaker: Arc<Breaker>,
-    /// `gatehouse_upstream_requests_total` for this upstream, by outcome, resolved on
-    /// first use (a label lookup hashes three strings under a lock).
-    pub attempt_counters: OnceLock<[prometheus::IntCounter; Outcome::COUNT]>,
+    /// `gatehouse_upstream_requests_total` for this upstream, by outcome, and its
+    /// `gatehouse_upstream_duration_seconds`, resolved on first use (a label lookup
+    /// hashes the labels under a lock).
+    pub attempt_metrics: OnceLock<AttemptMetrics>,
     /// While it drains (it left the member set): when requests still on it are cut,
     /// in [`now_ms`] (0: serving).
     drain_deadline: AtomicU64,
@@ -68,7 +75,7 @@ impl UpstreamState {
                 &format!("{service}/{address}"),
                 Arc::new(SystemClock),
             )),
-            attempt_counters: OnceLock::new(),
+            attempt_metrics: OnceLock::new(),
             drain_deadline: AtomicU64::new(0),
             last_tls_log: AtomicU64::new(0),
         }
