@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what is missing (when it can:
-# cmake, a C toolchain, redis-server, dnsmasq, systemd tools, curl, openssl, python3),
+# cmake, a C toolchain, redis-server, dnsmasq, systemd tools, curl, openssl, python3,
+# chromium for the dashboard page, prometheus for promtool),
 # builds once in the release profile (the one the benchmarks use), checks format and
 # lints, validates every shipped config, then runs unit + integration tests.
 set -euo pipefail
@@ -18,6 +19,9 @@ command -v python3 >/dev/null || need+=(python3)
 # The discovery tests' DNS server, and the system roots HTTPS clients load.
 command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+# The dashboard page's test (headless), and `promtool check metrics`.
+command -v chromium >/dev/null || need+=(chromium)
+command -v promtool >/dev/null || need+=(prometheus)
 if ((${#need[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing: ${need[*]}"

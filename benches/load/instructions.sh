@@ -9,7 +9,9 @@
 #   benches/load/instructions.sh [--requests N] [--no-build] [--only LIST]
 #
 # --only: a comma-separated subset of bare-pingora,bare-timeouts,gh-pass,gh-full (the
-# ratios need bare-pingora and gh-pass among them).
+# ratios need bare-pingora and gh-pass among them), or gh-traced (not run by default):
+# gh-full with `tracing:` at sample_ratio 1.0, exporting every request's spans to the
+# nginx origin as its OTLP collector; the exporter thread's work is counted too.
 # CALLGRIND_EXTRA: more callgrind options, e.g. "--cache-sim=yes --branch-sim=yes" for
 # simulated cache misses and branch mispredictions (the totals: `grep totals:` in the
 # kept profiles).
@@ -142,6 +144,14 @@ log "counting $N requests per target under callgrind (a minute or two each)"
     measure gh-full $((PORT_BASE + 5)) "${GH_ENV[@]}" GH_LISTEN="127.0.0.1:$((PORT_BASE + 5))" \
         GH_ADMIN="127.0.0.1:$((PORT_BASE + 55))" \
         "$GATEHOUSE_BIN" -c "$HERE/gatehouse-full.yaml"
+    if [[ ,$ONLY, == *,gh-traced,* ]]; then
+        { cat "$HERE/gatehouse-full.yaml"
+          printf '\ntracing: { otlp_endpoint: "http://127.0.0.1:%s/v1/traces", sample_ratio: 1.0 }\n' "$ORIGIN_PORT"
+        } | sed 's/gatehouse-full\./gatehouse-traced./g' >"$RUNDIR/gatehouse-traced.yaml"
+    fi
+    measure gh-traced $((PORT_BASE + 7)) "${GH_ENV[@]}" GH_LISTEN="127.0.0.1:$((PORT_BASE + 7))" \
+        GH_ADMIN="127.0.0.1:$((PORT_BASE + 57))" \
+        "$GATEHOUSE_BIN" -c "$RUNDIR/gatehouse-traced.yaml"
 } >"$RUNDIR/totals"
 
 echo "| target | instructions/request | vs bare Pingora | vs gh-pass |"
@@ -154,7 +164,7 @@ awk -v n="$N" '
             p = ("gh-pass" in idx) ? per[idx["gh-pass"]] : 0
             printf "| %s | %d | %s | %s |\n", name[i], per[i],
                 b ? sprintf("%.2f×", per[i] / b) : "–",
-                (name[i] == "gh-full" && p) ? sprintf("%.2f×", per[i] / p) : "–"
+                ((name[i] == "gh-full" || name[i] == "gh-traced") && p) ? sprintf("%.2f×", per[i] / p) : "–"
         }
     }' "$RUNDIR/totals"
 echo
