@@ -16,6 +16,11 @@ use prometheus::{
 };
 use std::sync::{Arc, OnceLock};
 
+/// Seconds: the buckets of both latency histograms.
+const LATENCY_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
 pub struct Metrics {
     registry: Registry,
     pub requests: IntCounterVec,
@@ -107,10 +112,7 @@ impl Metrics {
                 "gatehouse_request_duration_seconds",
                 "Time from request start to the end of logging, by route.",
             )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0, 30.0,
-            ]),
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["route", "service"],
         )
         .expect("static metric definition");
@@ -209,10 +211,7 @@ impl Metrics {
                 "gatehouse_upstream_duration_seconds",
                 "One upstream attempt, from choosing the upstream to its response head (or failure).",
             )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0, 30.0,
-            ]),
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["service", "upstream"],
         )
         .expect("static metric definition");

@@ -344,12 +344,17 @@ fn build_route(
     previous: Option<&Runtime>,
 ) -> Result<Route, String> {
     let missing = |what: &str, name: &str| format!("route {}: no {what} {name:?}", rc.name);
-    let service = refs
-        .services
-        .iter()
-        .find(|s| *s.name == *rc.service)
-        .cloned()
-        .ok_or_else(|| missing("service", &rc.service))?;
+    let service = if rc.policy.redirect.is_some() {
+        None
+    } else {
+        Some(
+            refs.services
+                .iter()
+                .find(|s| *s.name == *rc.service)
+                .cloned()
+                .ok_or_else(|| missing("service", &rc.service))?,
+        )
+    };
     let auth = if rc.auth.is_empty() {
         None
     } else {

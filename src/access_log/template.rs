@@ -135,24 +135,15 @@ fn truncate(s: &str) -> &str {
     s.get(..s.len().min(20)).unwrap_or(s)
 }
 
-/// nginx's `combined`: `$remote_addr - - [$time_local] "$request" $status
-/// $body_bytes_sent "$http_referer" "$http_user_agent"`. `$remote_user` is always `-`
-/// (no credential is ever logged).
+/// nginx's `combined`. `$remote_user` is always `-` (no credential is ever logged).
+const COMBINED: &str = "$remote_addr - - [$time_local] \"$request\" $status $body_bytes_sent \
+                        \"$http_referer\" \"$http_user_agent\"";
+
 pub(super) fn combined(line: &mut String, e: &Entry, now: SystemTime) {
-    push_var(line, Var::RemoteAddr, e, now);
-    line.push_str(" - - [");
-    push_var(line, Var::TimeLocal, e, now);
-    line.push_str("] \"");
-    push_var(line, Var::Request, e, now);
-    line.push_str("\" ");
-    push_var(line, Var::Status, e, now);
-    line.push(' ');
-    push_var(line, Var::BodyBytesSent, e, now);
-    line.push_str(" \"");
-    push_var(line, Var::Referer, e, now);
-    line.push_str("\" \"");
-    push_var(line, Var::UserAgent, e, now);
-    line.push('"');
+    static COMPILED: std::sync::OnceLock<Template> = std::sync::OnceLock::new();
+    COMPILED
+        .get_or_init(|| Template::compile(COMBINED).unwrap_or(Template(Vec::new())))
+        .render(line, e, now);
 }
 
 fn header<'a>(e: &'a Entry, name: http::header::HeaderName) -> &'a [u8] {

@@ -24,7 +24,7 @@ impl Gateway {
         let svc = ctx
             .route
             .and_then(|i| rt.routes.get(i))
-            .map(|r| &r.service)
+            .and_then(|r| r.service.as_ref())
             .ok_or_else(|| Error::explain(InternalError, "no route"))?;
         if ctx.service_guard.is_none() {
             ctx.service_guard = Some(svc.inflight.begin());

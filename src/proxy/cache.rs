@@ -12,6 +12,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The parts of the request the cache keys and classifies on.
 fn request_info(req: &RequestHeader) -> RequestInfo<'_> {
@@ -47,8 +48,10 @@ impl Gateway {
             }
             Lookup::Wait(waiter) => {
                 // As long as the leader may take: connecting plus reading its answer.
-                let t = &route.service.config.timeouts;
-                match waiter.wait(t.connect + t.read).await {
+                let wait = route.service.as_ref().map_or(Duration::from_secs(1), |s| {
+                    s.config.timeouts.connect + s.config.timeouts.read
+                });
+                match waiter.wait(wait).await {
                     WaitOutcome::Hit(r) => r,
                     WaitOutcome::Fetch => {
                         ctx.cache_status = Some(CacheStatus::Miss);

@@ -116,7 +116,7 @@ impl Ctx {
 
     /// The matched route's service.
     pub fn service(&self) -> Option<&ServiceRuntime> {
-        self.route().map(|r| &*r.service)
+        self.route()?.service.as_deref()
     }
 
     /// The upstream of the current (or last) attempt.

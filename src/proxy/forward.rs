@@ -55,7 +55,20 @@ pub(super) fn upstream_request(
         .as_deref()
         .zip(ctx.claims_from.as_ref())
         .map(|(claims, verifier)| (claims, verifier.claims_to_headers()));
+    if let Some(rw) = route.and_then(|r| r.policy.rewrite.as_ref()) {
+        let req = session.req_header();
+        if let Some(path) = rw.apply(req.uri.path(), req.uri.query()) {
+            let uri = path
+                .parse::<http::Uri>()
+                .map_err(|e| Error::because(InternalError, "rewritten path", e))?;
+            upstream.set_uri(uri);
+        }
+    }
     add_forwarded_headers(session, upstream, ctx, claim_headers)?;
+    if let Some(host) = route.and_then(|r| r.policy.rewrite.as_ref()?.set_host.clone()) {
+        // After X-Forwarded-Host took the client's Host.
+        upstream.insert_header(header::HOST, host)?;
+    }
     if ctx.cache_fill.is_some() {
         // The cache needs a full response to store, not a 304 for this client.
         upstream.remove_header(&header::IF_NONE_MATCH);

@@ -323,7 +323,7 @@ impl ProxyHttp for Gateway {
             .map_or(ctx.own_status, |r| r.status.as_u16());
         let route = ctx.route();
         let (route_name, service) =
-            route.map_or(("none", "none"), |r| (&*r.name, &*r.service.name));
+            route.map_or(("none", "none"), |r| (&*r.name, r.service_name()));
         let elapsed = ctx.start.elapsed();
         self.metrics.record_request(
             route.map(|r| &r.metrics),
@@ -413,7 +413,9 @@ impl Gateway {
             host: request::request_host(req).map(str::to_string),
             status,
             route: route.map(|r| r.name.clone()),
-            service: route.map(|r| r.service.name.clone()),
+            service: route
+                .and_then(|r| r.service.as_ref())
+                .map(|s| s.name.clone()),
             client_ip: ctx.client_ip,
             request_id: ctx.request_id.clone(),
             auth,

@@ -68,6 +68,10 @@ impl Gateway {
                 return Err(GatewayError::Forbidden);
             }
         }
+        if let Some(redirect) = &policy.redirect {
+            self.answer_redirect(session, ctx, route, redirect).await?;
+            return Ok(Admit::Served);
+        }
         if let Some(cors) = &policy.cors {
             let req = session.req_header();
             if req.method == http::Method::OPTIONS {
@@ -124,6 +128,40 @@ impl Gateway {
             return self.cache_lookup(session, ctx, route, cache.clone()).await;
         }
         Ok(Admit::Proxy)
+    }
+
+    /// `redirect:`: the `Location` from its template, nothing proxied.
+    async fn answer_redirect(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        route: &Route,
+        redirect: &crate::routing::rewrite::Redirect,
+    ) -> Result<(), GatewayError> {
+        let req = session.req_header();
+        let path = req.uri.path();
+        let captures = route
+            .matcher
+            .conditions()
+            .and_then(|c| c.path_regex.as_ref())
+            .and_then(|r| r.captures(path));
+        let location = redirect.location(
+            request_host(req).unwrap_or(""),
+            path,
+            req.uri.query(),
+            captures.as_ref(),
+        );
+        let location =
+            http::HeaderValue::from_str(&location).map_err(|_| GatewayError::BadRequest)?;
+        let write = async {
+            let mut resp = ResponseHeader::build(redirect.status, Some(3))?;
+            resp.insert_header(header::LOCATION, location)?;
+            resp.insert_header(header::CONTENT_LENGTH, 0)?;
+            resp.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
+            ctx.own_status = redirect.status;
+            session.write_response_header(Box::new(resp), true).await
+        };
+        write.await.map_err(|_| GatewayError::Internal)
     }
 
     async fn answer_preflight(
@@ -258,7 +296,12 @@ fn lookup(session: &Session, rt: &Runtime) -> Result<usize, GatewayError> {
     .flatten()
     .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok());
     let method = preflight_method.as_ref().unwrap_or(&req.method);
-    match rt.routes.lookup(&host, req.uri.path(), method) {
+    let view = routing::RequestView {
+        path: req.uri.path(),
+        query: req.uri.query(),
+        headers: &req.headers,
+    };
+    match rt.routes.lookup_request(&host, &view, method) {
         Match::Found(index) => Ok(index),
         Match::MethodNotAllowed(allow) => Err(GatewayError::MethodNotAllowed(allow)),
         Match::NotFound => Err(GatewayError::NoRoute),
@@ -305,13 +348,5 @@ pub(super) fn hash_key(session: &Session, ctx: &Ctx, key: &HashKey) -> Vec<u8> {
 }
 
 pub(super) fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a [u8]> {
-    req.headers
-        .get_all(header::COOKIE)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
-        .find_map(|pair| {
-            let pair = pair.trim_ascii();
-            let eq = pair.iter().position(|&b| b == b'=')?;
-            (&pair[..eq] == name.as_bytes()).then(|| &pair[eq + 1..])
-        })
+    routing::conditions::cookie(&req.headers, name)
 }

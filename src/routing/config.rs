@@ -2,6 +2,8 @@
 //! with every reference to a service, verifier or policy checked against the names the
 //! other sections declare.
 
+use super::conditions::{Conditions, RawCond};
+use super::rewrite::{RawRedirect, RawRewrite, Redirect, Rewrite};
 use crate::cache::{CachePolicy, RawCache};
 use crate::config::de::{de, valid_name, OneOrMany};
 use crate::config::error::{collect, ConfigError};
@@ -17,7 +19,10 @@ struct RawRoute {
     name: String,
     #[serde(rename = "match")]
     matcher: RawMatch,
-    service: String,
+    /// Absent only on a `redirect` route.
+    service: Option<String>,
+    rewrite: Option<RawRewrite>,
+    redirect: Option<RawRedirect>,
     #[serde(default)]
     strip_prefix: bool,
     auth: Option<RawAuth>,
@@ -94,6 +99,13 @@ struct RawMatch {
     host: Option<String>,
     path_prefix: Option<String>,
     methods: Option<Vec<String>>,
+    path_regex: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, RawCond>,
+    #[serde(default)]
+    query: BTreeMap<String, RawCond>,
+    #[serde(default)]
+    cookies: BTreeMap<String, RawCond>,
 }
 
 /// One validated route, in file order.
@@ -106,6 +118,9 @@ pub struct RouteConfig {
     pub path_prefix: String,
     /// Empty = any method.
     pub methods: Vec<http::Method>,
+    /// Headers, query, cookies, path regex (compiled; shared with the route table).
+    pub conditions: Option<Arc<Conditions>>,
+    /// Empty on a `redirect` route.
     pub service: String,
     pub strip_prefix: bool,
     /// The methods tried in order, first success wins; empty = public route.
@@ -132,6 +147,9 @@ pub struct RoutePolicy {
     pub ip_rules: Option<IpRules>,
     pub compression: bool,
     pub websocket: bool,
+    pub rewrite: Option<Rewrite>,
+    /// Answered by the gateway: the route proxies nothing.
+    pub redirect: Option<Redirect>,
 }
 
 /// The names a route may refer to: every one declared in its section, valid or not, so
@@ -226,6 +244,50 @@ pub fn validate_routes(
                 )),
             }
         }
+        let conditions = Conditions::compile(
+            m.path_regex.as_deref(),
+            &m.headers,
+            &m.query,
+            &m.cookies,
+            &path,
+            errors,
+        )
+        .map(Arc::new);
+        let captures: Vec<String> = conditions
+            .as_ref()
+            .and_then(|c| c.path_regex.as_ref())
+            .map(super::rewrite::capture_names)
+            .unwrap_or_default();
+        let rewrite = raw
+            .rewrite
+            .as_ref()
+            .and_then(|r| Rewrite::compile(r, &path, errors));
+        let redirect = raw
+            .redirect
+            .as_ref()
+            .and_then(|r| Redirect::compile(r, &captures, &path, errors));
+        if raw.redirect.is_some() {
+            for (set, key) in [
+                (raw.service.is_some(), "service"),
+                (raw.rewrite.is_some(), "rewrite"),
+                (raw.cache.is_some(), "cache"),
+                (raw.strip_prefix, "strip_prefix"),
+                (raw.websocket, "websocket"),
+            ] {
+                if set {
+                    errors.push(ConfigError::new(
+                        format!("{path}.{key}"),
+                        "a redirect route proxies nothing: remove it (or the redirect)",
+                    ));
+                }
+            }
+        }
+        if raw.strip_prefix && rewrite.as_ref().is_some_and(|r| r.path.is_some()) {
+            errors.push(ConfigError::new(
+                format!("{path}.strip_prefix"),
+                "use either strip_prefix or rewrite.path_regex, not both",
+            ));
+        }
         let mut require_claims = Vec::new();
         for (claim, values) in raw.require_claims.unwrap_or_default() {
             let values = values.into_vec();
@@ -299,6 +361,8 @@ pub fn validate_routes(
             .flatten(),
             compression: raw.compression,
             websocket: raw.websocket,
+            rewrite,
+            redirect,
         };
         let cache = raw
             .cache
@@ -310,7 +374,8 @@ pub fn validate_routes(
                 host,
                 path_prefix: normalise_prefix(&prefix),
                 methods,
-                service: raw.service,
+                conditions,
+                service: raw.service.unwrap_or_default(),
                 strip_prefix: raw.strip_prefix,
                 auth,
                 keep_credentials: raw.keep_credentials,
@@ -327,15 +392,20 @@ pub fn validate_routes(
 
 /// The route's service and policies must be declared.
 fn check_refs(raw: &RawRoute, path: &str, names: &Names, errors: &mut Vec<ConfigError>) {
-    if !names.services.contains(&raw.service) {
-        errors.push(ConfigError::new(
+    match &raw.service {
+        Some(service) if !names.services.contains(service) => errors.push(ConfigError::new(
             format!("{path}.service"),
             format!(
                 "unknown service {:?} (known: {})",
-                raw.service,
+                service,
                 names.services.join(", ")
             ),
-        ));
+        )),
+        None if raw.redirect.is_none() => errors.push(ConfigError::new(
+            format!("{path}.service"),
+            "required (only a redirect route has none)",
+        )),
+        _ => {}
     }
     for (j, name) in raw.rate_limit.iter().enumerate() {
         if !names.policies.contains(name) {

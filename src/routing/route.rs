@@ -17,7 +17,8 @@ pub struct Route {
     pub matcher: RouteMatch,
     /// Remove the matched prefix before forwarding.
     pub strip_prefix: bool,
-    pub service: Arc<ServiceRuntime>,
+    /// `None` on a redirect route (it proxies nothing).
+    pub service: Option<Arc<ServiceRuntime>>,
     /// `None` on a public route.
     pub auth: Option<RouteAuth>,
     /// The rate-limit policies that must all allow (empty: none).
@@ -58,6 +59,13 @@ pub enum AuthMethod {
         service: Arc<ForwardAuth>,
         allow_on_error: bool,
     },
+}
+
+impl Route {
+    /// The service's name, `none` on a redirect route: the `service` metric label.
+    pub fn service_name(&self) -> &str {
+        self.service.as_deref().map_or("none", |s| &*s.name)
+    }
 }
 
 impl Routable for Route {

@@ -1,5 +1,6 @@
 //! The route trie: compiled once per config load, looked up once per request.
 
+use super::conditions::{Conditions, RequestView};
 use super::config::RouteConfig;
 use http::Method;
 use std::borrow::Cow;
@@ -15,6 +16,8 @@ pub struct RouteMatch {
     prefix_segments: usize,
     /// Bit set over [`METHODS`]; 0 = any method.
     methods: u16,
+    /// Headers, query, cookies, path regex: checked only on candidates by path.
+    conditions: Option<std::sync::Arc<Conditions>>,
 }
 
 impl RouteMatch {
@@ -28,7 +31,13 @@ impl RouteMatch {
             prefix: c.path_prefix.as_str().into(),
             prefix_segments: segments(&c.path_prefix).count(),
             methods: c.methods.iter().fold(0, |acc, m| acc | method_bit(m)),
+            conditions: c.conditions.clone(),
         }
+    }
+
+    /// The route's conditions beyond host, prefix and method.
+    pub fn conditions(&self) -> Option<&Conditions> {
+        self.conditions.as_deref()
     }
 }
 
@@ -160,9 +169,23 @@ impl<R: Routable> RouteTable<R> {
         self.routes.get(index)
     }
 
-    /// Find the first route (in file order) for this host, path and method.
-    /// `host` must already be lower-case and without a port (see [`normalise_host`]).
+    /// [`RouteTable::lookup_request`] for a request with no headers and no query.
     pub fn lookup(&self, host: &str, path: &str, method: &Method) -> Match {
+        let headers = http::HeaderMap::new();
+        let req = RequestView {
+            path,
+            query: None,
+            headers: &headers,
+        };
+        self.lookup_request(host, &req, method)
+    }
+
+    /// Find the first route (in file order) for this host, request and method: the
+    /// trie picks candidates by path; a candidate's conditions (headers, query,
+    /// cookies, path regex) must hold, then its methods decide between it and a 405.
+    /// `host` must already be lower-case and without a port (see [`normalise_host`]).
+    pub fn lookup_request(&self, host: &str, req: &RequestView, method: &Method) -> Match {
+        let path = req.path;
         let root = self.by_host.get(host).unwrap_or(&self.other_hosts);
         let want = method_bit(method);
         let mut best: Option<u32> = None;
@@ -174,6 +197,9 @@ impl<R: Routable> RouteTable<R> {
                 }
                 let r = self.routes[idx as usize].route_match();
                 if !r.host.as_ref().is_none_or(|p| p.matches(host)) {
+                    continue;
+                }
+                if r.conditions.as_ref().is_some_and(|c| !c.hold(req)) {
                     continue;
                 }
                 if r.methods == 0 || r.methods & want != 0 {

@@ -18,6 +18,7 @@ mod forwarding;
 mod health;
 mod hostile;
 mod listener_certs;
+mod matching;
 mod observability;
 mod operations;
 mod protocols;

@@ -1,0 +1,150 @@
+//! Request matching beyond host/prefix/method (headers, query, cookies, path regex),
+//! path rewrites with captures, `set_host`, and redirects — against the real binary.
+
+use crate::common::*;
+
+fn gateway(up: &[EchoServer]) -> Gateway {
+    Gateway::start(&format!(
+        "services:\n  v1: {{ upstreams: [{{ address: \"{a}\" }}] }}\n  v2: {{ upstreams: [{{ address: \"{b}\" }}] }}\n\
+         routes:\n\
+         \x20 - {{ name: beta, match: {{ path_prefix: /api, headers: {{ X-Beta: \"yes\" }} }}, service: v2 }}\n\
+         \x20 - {{ name: canary, match: {{ path_prefix: /api, cookies: {{ canary: {{ regex: \"^(1|true)$\" }} }} }}, service: v2 }}\n\
+         \x20 - {{ name: preview, match: {{ path_prefix: /api, query: {{ preview: {{ present: true }} }} }}, service: v2 }}\n\
+         \x20 - {{ name: users, match: {{ path_regex: \"^/api/v1/users/(?<id>[0-9]+)$\", methods: [GET] }}, service: v1,\n\
+         \x20     rewrite: {{ path_regex: \"^/api/v1/users/(?<id>[0-9]+)$\", replacement: \"/users/{{id}}\", set_host: users.internal }} }}\n\
+         \x20 - {{ name: old, match: {{ path_regex: \"^/old/(?<slug>[a-z-]+)$\" }}, redirect: {{ to: \"/new/{{slug}}\", status: 301 }} }}\n\
+         \x20 - {{ name: secure, match: {{ path_prefix: /login }}, redirect: {{ to: \"https://{{host}}{{path}}\", status: 308 }} }}\n\
+         \x20 - {{ name: api, match: {{ path_prefix: /api }}, service: v1 }}\n",
+        a = up[0].addr(),
+        b = up[1].addr()
+    ))
+}
+
+#[test]
+fn headers_cookies_query_and_regex_pick_routes() {
+    let up = upstreams(2);
+    let gw = gateway(&up);
+    let to = |path: &str, headers: &[(&str, &str)]| {
+        let r = request(gw.addr, "GET", path, headers, b"").expect("request");
+        (
+            r.status,
+            r.json()["upstream"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    assert_eq!(to("/api/x", &[]), (200, "a".into()));
+    assert_eq!(to("/api/x", &[("x-beta", "yes")]), (200, "b".into()));
+    assert_eq!(
+        to("/api/x", &[("x-beta", "YES")]),
+        (200, "a".into()),
+        "exact is exact"
+    );
+    assert_eq!(
+        to("/api/x", &[("cookie", "s=1; canary=true")]),
+        (200, "b".into())
+    );
+    assert_eq!(to("/api/x", &[("cookie", "canary=0")]), (200, "a".into()));
+    assert_eq!(to("/api/x?preview", &[]), (200, "b".into()));
+    assert_eq!(to("/api/x?nopreview=1", &[]), (200, "a".into()));
+    // The regex route is GET only: a POST to its path goes on to the next candidate in
+    // file order (the /api route); a 405 comes only when no later route takes it.
+    let r = request(gw.addr, "POST", "/api/v1/users/42", &[], b"").expect("post");
+    assert_eq!(
+        r.status, 200,
+        "the /api route (any method) is a later candidate"
+    );
+    let r = request(gw.addr, "GET", "/api/v1/users/abc", &[], b"").expect("get");
+    assert_eq!(
+        r.json()["path"],
+        "/api/v1/users/abc",
+        "no regex match: the /api route, unrewritten"
+    );
+    // Metrics name the route that matched.
+    assert!(gw
+        .metric("gatehouse_requests_total", "route=\"beta\"")
+        .is_some_and(|v| v >= 1.0));
+}
+
+#[test]
+fn rewrites_with_captures_and_set_host() {
+    let up = upstreams(2);
+    let gw = gateway(&up);
+    let r = gw.get("/api/v1/users/42?fields=name");
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["upstream"], "a");
+    assert_eq!(v["path"], "/users/42?fields=name");
+    assert_eq!(v["headers"]["host"], "users.internal");
+    assert_eq!(
+        v["headers"]["x-forwarded-host"], "gateway.test",
+        "the client's Host stays in X-Forwarded-Host"
+    );
+}
+
+#[test]
+fn redirects_answer_without_proxying() {
+    let up = upstreams(2);
+    let gw = gateway(&up);
+    let before: u64 = up.iter().map(EchoServer::requests).sum();
+    let r = gw.get("/old/hello-world");
+    assert_eq!(r.status, 301);
+    assert_eq!(r.header("location"), Some("/new/hello-world"));
+    assert!(r.header("x-request-id").is_some());
+    let r = request(
+        gw.addr,
+        "GET",
+        "/login/form?next=%2Fhome",
+        &[("host", "shop.example")],
+        b"",
+    )
+    .expect("request");
+    assert_eq!(r.status, 308);
+    assert_eq!(
+        r.header("location"),
+        Some("https://shop.example/login/form?next=%2Fhome")
+    );
+    assert_eq!(gw.get("/old/UPPER").status, 404, "no regex match, no route");
+    let after: u64 = up.iter().map(EchoServer::requests).sum();
+    assert_eq!(before, after, "nothing reached an upstream");
+    assert!(gw
+        .metric(
+            "gatehouse_requests_total",
+            "route=\"old\",service=\"none\",status=\"301\""
+        )
+        .is_some_and(|v| v == 1.0));
+}
+
+#[test]
+fn bad_match_rewrite_and_redirect_config_is_refused_with_paths() {
+    let dir = scratch_dir("match-cfg");
+    let cfg = dir.join("g.yaml");
+    std::fs::write(
+        &cfg,
+        "listen: [{ address: 127.0.0.1:1 }]\n\
+         services: { s: { upstreams: [{ address: 127.0.0.1:2 }] } }\n\
+         routes:\n\
+         \x20 - { name: a, match: { path_regex: \"([\" }, service: s }\n\
+         \x20 - { name: b, match: { headers: { X-A: { regex: \"x\", present: true } } }, service: s }\n\
+         \x20 - { name: c, match: { path_prefix: /c }, service: s, rewrite: { path_regex: \"^/c/(?<id>.*)$\", replacement: \"/{idd}\" } }\n\
+         \x20 - { name: d, match: { path_prefix: /d }, redirect: { to: \"/x/{slug}\" } }\n\
+         \x20 - { name: e, match: { path_prefix: /e }, service: s, redirect: { to: /x, status: 200 } }\n\
+         \x20 - { name: f, match: { path_prefix: /f } }\n\
+         \x20 - { name: g, match: { path_prefix: /g }, service: s, strip_prefix: true, rewrite: { path_regex: \"^/g$\", replacement: / } }\n",
+    )
+    .expect("write");
+    let out = run_cli(&["-c", cfg.to_str().expect("path"), "-t"], &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "routes[0].match.path_regex: invalid regex",
+        "routes[1].match.headers.X-A: give exactly one of exact, present, regex",
+        "routes[2].rewrite.replacement: {idd} is not defined",
+        "routes[3].redirect.to: {slug} is not defined",
+        "routes[4].service: a redirect route proxies nothing",
+        "routes[4].redirect.status: must be 301, 302, 303, 307 or 308",
+        "routes[5].service: required (only a redirect route has none)",
+        "routes[6].strip_prefix: use either strip_prefix or rewrite.path_regex",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
