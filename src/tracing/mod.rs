@@ -11,12 +11,13 @@
 //!
 //! The request path only fills a small struct and `try_send`s it into a bounded queue
 //! ([`Tracer::finish`]); a full queue drops it (counted in
-//! `gatehouse_tracing_spans_dropped_total`). A background task ([`export`]) turns queued
-//! requests into OTLP protobuf and posts them in batches, each post bounded by
-//! `timeout`: a slow or dead collector costs requests nothing.
+//! `gatehouse_tracing_spans_dropped_total`). A background task (`export`) writes queued
+//! requests as OTLP protobuf ([`encode`]) and posts them in batches, each post bounded
+//! by `timeout`: a slow or dead collector costs requests nothing.
 
 pub mod config;
 pub mod context;
+pub mod encode;
 mod export;
 #[cfg(test)]
 mod tests;

@@ -112,9 +112,36 @@ fn spans_link_the_attempts_to_the_request() {
         cache: None,
         consumer: None,
     };
-    let mut out = Vec::new();
-    export::spans(&f, &mut out);
+    let mut buf = Vec::new();
+    assert_eq!(encode::spans(&f, &mut buf), 3);
+    // Decoded with the OpenTelemetry project's generated types.
+    use prost::Message as _;
+    let body = encode::request("gh", &buf);
+    let req = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(
+        &body[..],
+    )
+    .expect("valid OTLP protobuf");
+    let rs = &req.resource_spans[0];
+    let resource = rs.resource.as_ref().expect("resource");
+    assert!(resource.attributes.iter().any(|kv| kv.key == "service.name"
+        && kv.value.as_ref().and_then(|v| v.value.clone())
+            == Some(
+                opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue("gh".into())
+            )));
+    let ss = &rs.scope_spans[0];
+    assert_eq!(
+        ss.scope.as_ref().map(|s| s.name.as_str()),
+        Some("gatehouse")
+    );
+    let out = &ss.spans;
     assert_eq!(out.len(), 3);
+    assert_eq!(out[0].name, "GET r");
+    assert_eq!(out[0].kind, 2);
+    assert_eq!(out[0].flags, 0x101);
+    assert!(
+        out[0].start_time_unix_nano > 0 && out[0].end_time_unix_nano >= out[0].start_time_unix_nano
+    );
+    assert!(out[0].attributes.iter().any(|kv| kv.key == "url.path"));
     assert!(out[0].parent_span_id.is_empty());
     for (i, a) in out[1..].iter().enumerate() {
         assert_eq!(a.parent_span_id, out[0].span_id);
@@ -125,8 +152,19 @@ fn spans_link_the_attempts_to_the_request() {
                     opentelemetry_proto::tonic::common::v1::any_value::Value::IntValue(i as i64)
                 )));
     }
-    assert!(out[1].status.is_some(), "a timed-out attempt is an error");
+    assert_eq!(out[1].kind, 3);
+    assert_eq!(out[1].name, "GET s");
+    assert!(
+        out[1].status.as_ref().is_some_and(|s| s.code == 2),
+        "a timed-out attempt is an error"
+    );
     assert!(out[2].status.is_none());
+    assert!(out[2]
+        .attributes
+        .iter()
+        .any(|kv| kv.key == "http.response.status_code"
+            && kv.value.as_ref().and_then(|v| v.value.clone())
+                == Some(opentelemetry_proto::tonic::common::v1::any_value::Value::IntValue(200))));
 }
 
 #[test]
