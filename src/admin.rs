@@ -127,7 +127,12 @@ impl AdminApp {
                     "host": r.host,
                     "path_prefix": r.path_prefix,
                     "methods": r.methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
-                    "service": r.service,
+                    "service": (!r.service.is_empty()).then_some(&r.service),
+                    "services": (!r.split.is_empty()).then(|| r.split.iter().map(|(s, w)| {
+                        json!({ "service": s, "weight": w })
+                    }).collect::<Vec<_>>()),
+                    "redirect": r.policy.redirect.as_ref().map(|d| d.status),
+                    "conditions": r.conditions.is_some(),
                     "strip_prefix": r.strip_prefix,
                 })
             })

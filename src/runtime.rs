@@ -19,7 +19,7 @@ use crate::headers::{X_CONSUMER, X_CONSUMER_GROUPS};
 use crate::metrics::Metrics;
 use crate::ratelimit::{Probe, RedisTarget, Store};
 use crate::routing::{
-    AuthMethod, AuthMethodConfig, Route, RouteAuth, RouteConfig, RouteMatch, RouteTable,
+    AuthMethod, AuthMethodConfig, Route, RouteAuth, RouteConfig, RouteMatch, RouteTable, Split,
 };
 use crate::tracing::Tracer;
 use crate::upstream::ServiceRuntime;
@@ -344,6 +344,21 @@ fn build_route(
     previous: Option<&Runtime>,
 ) -> Result<Route, String> {
     let missing = |what: &str, name: &str| format!("route {}: no {what} {name:?}", rc.name);
+    let split = if rc.split.is_empty() {
+        None
+    } else {
+        let mut services = Vec::with_capacity(rc.split.len());
+        for (name, weight) in &rc.split {
+            let svc = refs
+                .services
+                .iter()
+                .find(|s| *s.name == **name)
+                .cloned()
+                .ok_or_else(|| missing("service", name))?;
+            services.push((svc, *weight));
+        }
+        Some(Box::new(Split::new(services, rc.split_sticky.clone())))
+    };
     let service = if rc.policy.redirect.is_some() {
         None
     } else {
@@ -442,6 +457,7 @@ fn build_route(
         matcher: RouteMatch::new(rc),
         strip_prefix: rc.strip_prefix,
         service,
+        split,
         auth,
         limits,
         cache,

@@ -21,11 +21,15 @@ impl Gateway {
             .rt
             .clone()
             .ok_or_else(|| Error::explain(InternalError, "no runtime snapshot"))?;
-        let svc = ctx
+        let route = ctx
             .route
             .and_then(|i| rt.routes.get(i))
-            .and_then(|r| r.service.as_ref())
             .ok_or_else(|| Error::explain(InternalError, "no route"))?;
+        let svc = match (ctx.split_service, &route.split) {
+            (Some(i), Some(split)) => split.services.get(i),
+            _ => route.service.as_ref(),
+        }
+        .ok_or_else(|| Error::explain(InternalError, "no service"))?;
         if ctx.service_guard.is_none() {
             ctx.service_guard = Some(svc.inflight.begin());
             svc.retry_budget.deposit();

@@ -71,6 +71,10 @@ pub struct Ctx {
     pub attempt_start: Instant,
     /// The request's trace when `tracing:` is on.
     pub trace: Option<Box<RequestTrace>>,
+    /// On a split route: the chosen service (index into `route.split.services`).
+    pub split_service: Option<usize>,
+    /// The split's sticky cookie is to be set on the response.
+    pub split_set_cookie: bool,
 }
 
 impl Ctx {
@@ -106,6 +110,8 @@ impl Ctx {
             cache_status: None,
             attempt_start: now,
             trace: None,
+            split_service: None,
+            split_set_cookie: false,
         })
     }
 
@@ -114,9 +120,23 @@ impl Ctx {
         self.rt.as_deref()?.routes.get(self.route?)
     }
 
-    /// The matched route's service.
+    /// The request's service: the matched route's, or the one its split chose.
     pub fn service(&self) -> Option<&ServiceRuntime> {
-        self.route()?.service.as_deref()
+        let route = self.route()?;
+        match (self.split_service, &route.split) {
+            (Some(i), Some(split)) => split.services.get(i).map(|s| &**s),
+            _ => route.service.as_deref(),
+        }
+    }
+
+    /// The metric children for this request's route and service.
+    pub fn route_metrics(&self) -> Option<&crate::metrics::RouteMetrics> {
+        let route = self.route()?;
+        match (self.split_service, &route.split) {
+            (Some(i), Some(split)) => split.metrics.get(i),
+            (None, Some(_)) => None,
+            _ => Some(&route.metrics),
+        }
     }
 
     /// The upstream of the current (or last) attempt.

@@ -322,11 +322,11 @@ impl ProxyHttp for Gateway {
             .response_written()
             .map_or(ctx.own_status, |r| r.status.as_u16());
         let route = ctx.route();
-        let (route_name, service) =
-            route.map_or(("none", "none"), |r| (&*r.name, r.service_name()));
+        let route_name = route.map_or("none", |r| &*r.name);
+        let service = ctx.service().map_or("none", |s| &*s.name);
         let elapsed = ctx.start.elapsed();
         self.metrics.record_request(
-            route.map(|r| &r.metrics),
+            ctx.route_metrics(),
             [route_name, service],
             &session.req_header().method,
             status,

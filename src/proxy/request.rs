@@ -109,6 +109,9 @@ impl Gateway {
         if !route.limits.is_empty() {
             self.rate_limit(session, ctx, route, rt).await?;
         }
+        if let Some(split) = &route.split {
+            choose_split(session, ctx, split);
+        }
 
         if let Some(limit) = rt.max_request_body {
             let declared = session
@@ -282,6 +285,26 @@ impl Gateway {
         }
         Ok(())
     }
+}
+
+/// A split route's service for this request: the one its sticky cookie names (else a
+/// new choice, and the cookie set on the response), the one its sticky key hashes to,
+/// or the next in the weighted sequence.
+fn choose_split(session: &Session, ctx: &mut Ctx, split: &routing::Split) {
+    let i = match &split.sticky {
+        Some(routing::SplitSticky::Cookie { name, .. }) => {
+            match cookie(session.req_header(), name).and_then(|v| split.by_name(v)) {
+                Some(i) => i,
+                None => {
+                    ctx.split_set_cookie = true;
+                    split.next()
+                }
+            }
+        }
+        Some(routing::SplitSticky::Hash(key)) => split.by_key(&hash_key(session, ctx, key)),
+        None => split.next(),
+    };
+    ctx.split_service = Some(i);
 }
 
 /// The route for this request, or why there is none. A CORS preflight is routed by

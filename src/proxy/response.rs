@@ -26,6 +26,16 @@ impl Gateway {
             return;
         };
         let policy = &*route.policy;
+        if ctx.split_set_cookie {
+            if let (Some(split), Some(svc)) = (&route.split, ctx.service()) {
+                if let Some(crate::routing::SplitSticky::Cookie { name, .. }) = &split.sticky {
+                    let v = format!("{name}={}{}", svc.name, split.cookie_attributes);
+                    if let Ok(v) = http::HeaderValue::from_str(&v) {
+                        let _ = resp.append_header(header::SET_COOKIE, v);
+                    }
+                }
+            }
+        }
         if let Some(cors) = &policy.cors {
             let origin = session.req_header().headers.get(header::ORIGIN);
             cors.apply_response_headers(origin, &mut RespSink(resp));

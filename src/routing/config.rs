@@ -19,8 +19,12 @@ struct RawRoute {
     name: String,
     #[serde(rename = "match")]
     matcher: RawMatch,
-    /// Absent only on a `redirect` route.
+    /// Absent only on a `redirect` route, or with `services`.
     service: Option<String>,
+    /// Weighted split across services (instead of `service`).
+    services: Option<Vec<RawWeighted>>,
+    /// Keep a client on the service the split chose for it.
+    split_sticky: Option<RawSplitSticky>,
     rewrite: Option<RawRewrite>,
     redirect: Option<RawRedirect>,
     #[serde(default)]
@@ -42,6 +46,33 @@ struct RawRoute {
     #[serde(default)]
     websocket: bool,
     require_claims: Option<BTreeMap<String, OneOrMany>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWeighted {
+    service: String,
+    weight: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSplitSticky {
+    cookie: Option<String>,
+    ttl: Option<crate::config::units::Dur>,
+    hash_key: Option<String>,
+}
+
+/// How a client stays on the service a split chose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SplitSticky {
+    /// The gateway sets this cookie (the service's name) for `ttl`.
+    Cookie {
+        name: String,
+        ttl: std::time::Duration,
+    },
+    /// The same key always maps to the same service (while the weights stay).
+    Hash(crate::upstream::HashKey),
 }
 
 /// `auth: main` (a JWT verifier) or a list of methods tried in order.
@@ -120,8 +151,11 @@ pub struct RouteConfig {
     pub methods: Vec<http::Method>,
     /// Headers, query, cookies, path regex (compiled; shared with the route table).
     pub conditions: Option<Arc<Conditions>>,
-    /// Empty on a `redirect` route.
+    /// Empty on a `redirect` route; the first service of a split.
     pub service: String,
+    /// `services:`: (service, weight), in order; empty without a split.
+    pub split: Vec<(String, u32)>,
+    pub split_sticky: Option<SplitSticky>,
     pub strip_prefix: bool,
     /// The methods tried in order, first success wins; empty = public route.
     pub auth: Vec<AuthMethodConfig>,
@@ -288,6 +322,13 @@ pub fn validate_routes(
                 "use either strip_prefix or rewrite.path_regex, not both",
             ));
         }
+        let (split, split_sticky) = split_config(
+            raw.services.as_deref(),
+            raw.split_sticky.as_ref(),
+            raw.service.is_some() || raw.redirect.is_some(),
+            &path,
+            errors,
+        );
         let mut require_claims = Vec::new();
         for (claim, values) in raw.require_claims.unwrap_or_default() {
             let values = values.into_vec();
@@ -375,7 +416,12 @@ pub fn validate_routes(
                 path_prefix: normalise_prefix(&prefix),
                 methods,
                 conditions,
-                service: raw.service.unwrap_or_default(),
+                service: raw
+                    .service
+                    .or_else(|| split.first().map(|(s, _)| s.clone()))
+                    .unwrap_or_default(),
+                split,
+                split_sticky,
                 strip_prefix: raw.strip_prefix,
                 auth,
                 keep_credentials: raw.keep_credentials,
@@ -401,11 +447,23 @@ fn check_refs(raw: &RawRoute, path: &str, names: &Names, errors: &mut Vec<Config
                 names.services.join(", ")
             ),
         )),
-        None if raw.redirect.is_none() => errors.push(ConfigError::new(
+        None if raw.redirect.is_none() && raw.services.is_none() => errors.push(ConfigError::new(
             format!("{path}.service"),
-            "required (only a redirect route has none)",
+            "required (or services: for a split; only a redirect route has none)",
         )),
         _ => {}
+    }
+    for (j, w) in raw.services.iter().flatten().enumerate() {
+        if !names.services.contains(&w.service) {
+            errors.push(ConfigError::new(
+                format!("{path}.services[{j}].service"),
+                format!(
+                    "unknown service {:?} (known: {})",
+                    w.service,
+                    names.services.join(", ")
+                ),
+            ));
+        }
     }
     for (j, name) in raw.rate_limit.iter().enumerate() {
         if !names.policies.contains(name) {
@@ -418,6 +476,103 @@ fn check_refs(raw: &RawRoute, path: &str, names: &Names, errors: &mut Vec<Config
             ));
         }
     }
+}
+
+/// `services:` and `split_sticky:`.
+fn split_config(
+    services: Option<&[RawWeighted]>,
+    sticky: Option<&RawSplitSticky>,
+    has_other_target: bool,
+    path: &str,
+    errors: &mut Vec<ConfigError>,
+) -> (Vec<(String, u32)>, Option<SplitSticky>) {
+    let Some(list) = services else {
+        if sticky.is_some() {
+            errors.push(ConfigError::new(
+                format!("{path}.split_sticky"),
+                "only with services: (a split)",
+            ));
+        }
+        return (Vec::new(), None);
+    };
+    if has_other_target {
+        errors.push(ConfigError::new(
+            format!("{path}.services"),
+            "give one of service, services (a split) or redirect",
+        ));
+    }
+    if list.is_empty() {
+        errors.push(ConfigError::new(
+            format!("{path}.services"),
+            "list at least one { service, weight }",
+        ));
+    }
+    let total: u64 = list.iter().map(|w| u64::from(w.weight)).sum();
+    if !list.is_empty() && total == 0 {
+        errors.push(ConfigError::new(
+            format!("{path}.services"),
+            "the weights sum to 0: give at least one a weight above 0",
+        ));
+    }
+    if total > 1_000_000 {
+        errors.push(ConfigError::new(
+            format!("{path}.services"),
+            "the weights sum to more than 1000000",
+        ));
+    }
+    let mut seen = HashSet::new();
+    for (j, w) in list.iter().enumerate() {
+        if !seen.insert(&w.service) {
+            errors.push(ConfigError::new(
+                format!("{path}.services[{j}].service"),
+                format!("{:?} is listed twice", w.service),
+            ));
+        }
+    }
+    let sticky = sticky.and_then(|s| match (&s.cookie, &s.hash_key) {
+        (Some(name), None) => {
+            let ok = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            if !ok {
+                errors.push(ConfigError::new(
+                    format!("{path}.split_sticky.cookie"),
+                    format!("invalid cookie name {name:?} (letters, digits, _ - .)"),
+                ));
+            }
+            Some(SplitSticky::Cookie {
+                name: name.clone(),
+                ttl: s.ttl.map_or(std::time::Duration::from_secs(86_400), |d| d.0),
+            })
+        }
+        (None, Some(key)) => {
+            if s.ttl.is_some() {
+                errors.push(ConfigError::new(
+                    format!("{path}.split_sticky.ttl"),
+                    "only with cookie",
+                ));
+            }
+            match crate::upstream::config::parse_hash_key(key) {
+                Ok(k) => Some(SplitSticky::Hash(k)),
+                Err(e) => {
+                    errors.push(ConfigError::new(format!("{path}.split_sticky.hash_key"), e));
+                    None
+                }
+            }
+        }
+        _ => {
+            errors.push(ConfigError::new(
+                format!("{path}.split_sticky"),
+                "give cookie (the gateway sets it) or hash_key (client_ip, header:NAME, cookie:NAME, jwt.CLAIM)",
+            ));
+            None
+        }
+    });
+    (
+        list.iter().map(|w| (w.service.clone(), w.weight)).collect(),
+        sticky,
+    )
 }
 
 /// The route's auth methods, each reference checked.

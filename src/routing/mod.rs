@@ -26,8 +26,8 @@ pub mod route;
 mod table;
 
 pub use conditions::{Conditions, RequestView};
-pub use config::{validate_routes, AuthMethodConfig, Names, RouteConfig, RoutePolicy};
-pub use route::{AuthMethod, Route, RouteAuth};
+pub use config::{validate_routes, AuthMethodConfig, Names, RouteConfig, RoutePolicy, SplitSticky};
+pub use route::{AuthMethod, Route, RouteAuth, Split};
 pub use table::{normalise_host, strip_prefix, Match, Routable, RouteMatch, RouteTable};
 
 #[cfg(test)]

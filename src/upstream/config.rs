@@ -565,7 +565,7 @@ fn validate_tls(
     }
 }
 
-fn parse_hash_key(k: &str) -> Result<HashKey, String> {
+pub fn parse_hash_key(k: &str) -> Result<HashKey, String> {
     const VALID: &str = "valid: client_ip, header:NAME, cookie:NAME, jwt.CLAIM";
     if k == "client_ip" {
         return Ok(HashKey::ClientIp);

@@ -141,8 +141,142 @@ fn bad_match_rewrite_and_redirect_config_is_refused_with_paths() {
         "routes[3].redirect.to: {slug} is not defined",
         "routes[4].service: a redirect route proxies nothing",
         "routes[4].redirect.status: must be 301, 302, 303, 307 or 308",
-        "routes[5].service: required (only a redirect route has none)",
+        "routes[5].service: required (or services: for a split; only a redirect route has none)",
         "routes[6].strip_prefix: use either strip_prefix or rewrite.path_regex",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn split_gateway(up: &[EchoServer], sticky: &str) -> Gateway {
+    Gateway::start(&format!(
+        "services:\n  v1: {{ upstreams: [{{ address: \"{a}\" }}] }}\n  v2: {{ upstreams: [{{ address: \"{b}\" }}] }}\n\
+         routes:\n\
+         \x20 - {{ name: canary, match: {{ path_prefix: / }}, services: [{{ service: v1, weight: 90 }}, {{ service: v2, weight: 10 }}]{sticky} }}\n",
+        a = up[0].addr(),
+        b = up[1].addr()
+    ))
+}
+
+#[test]
+fn a_90_10_split_holds_over_1000_requests_and_labels_the_service_used() {
+    let up = upstreams(2);
+    let gw = split_gateway(&up, "");
+    let mut v2 = 0;
+    let mut longest_v1_run = 0;
+    let mut run = 0;
+    for i in 0..1000 {
+        let r = gw.get(&format!("/x/{i}"));
+        assert_eq!(r.status, 200);
+        if r.json()["upstream"] == "b" {
+            v2 += 1;
+            run = 0;
+        } else {
+            run += 1;
+            longest_v1_run = longest_v1_run.max(run);
+        }
+    }
+    assert!(
+        (70..=130).contains(&v2),
+        "v2 got {v2} of 1000 (want 100 ± 30)"
+    );
+    assert!(
+        longest_v1_run < 30,
+        "the services interleave (longest v1 run {longest_v1_run})"
+    );
+    let m = gw.metrics();
+    let count = |svc: &str| {
+        metric_value(
+            &m,
+            "gatehouse_requests_total",
+            &format!("route=\"canary\",service=\"{svc}\",status=\"200\""),
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(count("v2"), f64::from(v2));
+    assert_eq!(count("v1"), f64::from(1000 - v2));
+    assert!(m.contains("gatehouse_request_duration_seconds_count{route=\"canary\",service=\"v2\"}"));
+}
+
+#[test]
+fn a_sticky_split_keeps_each_client_on_its_version() {
+    let up = upstreams(2);
+    let gw = split_gateway(&up, ", split_sticky: { cookie: gh_version, ttl: 1h }");
+    let mut seen = std::collections::BTreeMap::new();
+    for i in 0..60 {
+        let r = gw.get(&format!("/first/{i}"));
+        let cookie = r
+            .header("set-cookie")
+            .expect("a new client gets the cookie")
+            .to_string();
+        assert!(
+            cookie.ends_with("; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax"),
+            "{cookie}"
+        );
+        let pair = cookie.split(';').next().expect("pair").to_string();
+        let upstream = r.json()["upstream"].as_str().expect("upstream").to_string();
+        assert_eq!(
+            pair,
+            format!("gh_version={}", if upstream == "a" { "v1" } else { "v2" })
+        );
+        // The same client again, ten times: same version, no new cookie.
+        for _ in 0..10 {
+            let again =
+                request(gw.addr, "GET", "/again", &[("cookie", &pair)], b"").expect("again");
+            assert_eq!(again.json()["upstream"].as_str(), Some(upstream.as_str()));
+            assert!(again.header("set-cookie").is_none());
+        }
+        *seen.entry(upstream).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "both versions got new clients: {seen:?}");
+    // A cookie naming a version that is no longer in the split: chosen anew.
+    let r = request(gw.addr, "GET", "/", &[("cookie", "gh_version=v9")], b"").expect("stale");
+    assert!(r.header("set-cookie").is_some());
+
+    let gw = split_gateway(&up, ", split_sticky: { hash_key: \"header:X-User-Id\" }");
+    let mut versions = std::collections::BTreeSet::new();
+    for user in 0..40 {
+        let id = format!("user-{user}");
+        let first = request(gw.addr, "GET", "/", &[("x-user-id", &id)], b"").expect("req");
+        let v = first.json()["upstream"]
+            .as_str()
+            .expect("upstream")
+            .to_string();
+        for _ in 0..5 {
+            let r = request(gw.addr, "GET", "/", &[("x-user-id", &id)], b"").expect("req");
+            assert_eq!(r.json()["upstream"].as_str(), Some(v.as_str()), "{id}");
+        }
+        versions.insert(v);
+    }
+    assert_eq!(versions.len(), 2, "users spread over both versions");
+}
+
+#[test]
+fn bad_splits_are_refused_with_paths() {
+    let dir = scratch_dir("split-cfg");
+    let cfg = dir.join("g.yaml");
+    std::fs::write(
+        &cfg,
+        "listen: [{ address: 127.0.0.1:1 }]\n\
+         services: { s: { upstreams: [{ address: 127.0.0.1:2 }] } }\n\
+         routes:\n\
+         \x20 - { name: a, match: { path_prefix: /a }, services: [{ service: s, weight: 0 }] }\n\
+         \x20 - { name: b, match: { path_prefix: /b }, services: [{ service: nope, weight: 1 }] }\n\
+         \x20 - { name: c, match: { path_prefix: /c }, service: s, services: [{ service: s, weight: 1 }] }\n\
+         \x20 - { name: d, match: { path_prefix: /d }, service: s, split_sticky: { cookie: x } }\n\
+         \x20 - { name: e, match: { path_prefix: /e }, services: [{ service: s, weight: 1 }], split_sticky: { hash_key: \"bogus\" } }\n",
+    )
+    .expect("write");
+    let out = run_cli(&["-c", cfg.to_str().expect("path"), "-t"], &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "routes[0].services: the weights sum to 0",
+        "routes[1].services[0].service: unknown service \"nope\"",
+        "routes[2].services: give one of service, services (a split) or redirect",
+        "routes[3].split_sticky: only with services:",
+        "routes[4].split_sticky.hash_key:",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
