@@ -2,7 +2,8 @@
 //! scan of prefixes (the baseline most tutorials ship).
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use gatehouse::routing::{Match, RouteConfig, RouteMatch, RouteTable};
+use gatehouse::routing::conditions::RawCond;
+use gatehouse::routing::{Conditions, Match, RequestView, RouteConfig, RouteMatch, RouteTable};
 use http::Method;
 use std::hint::black_box;
 
@@ -58,6 +59,75 @@ fn bench(c: &mut Criterion) {
                 ))
             })
         });
+    }
+
+    // 1,000 routes of which 100 carry a header condition (every tenth), some of them on
+    // the path that is looked up: the conditions are checked on candidates only.
+    let mut with_conditions = routes(1000);
+    for (i, r) in with_conditions
+        .iter_mut()
+        .enumerate()
+        .filter(|(i, _)| i % 10 == 0)
+    {
+        let headers: std::collections::BTreeMap<String, RawCond> =
+            [("X-Tenant".to_string(), RawCond::Exact(format!("t{i}")))].into();
+        let mut errors = Vec::new();
+        r.conditions = Conditions::compile(
+            None,
+            &headers,
+            &Default::default(),
+            &Default::default(),
+            "bench",
+            &mut errors,
+        )
+        .map(std::sync::Arc::new);
+        assert!(errors.is_empty());
+    }
+    // Routes at the root with a condition, so every lookup checks them.
+    for i in 0..10 {
+        let headers: std::collections::BTreeMap<String, RawCond> =
+            [("X-Canary".to_string(), RawCond::Exact(format!("c{i}")))].into();
+        let mut errors = Vec::new();
+        with_conditions[i * 7 + 1].path_prefix = "/".into();
+        with_conditions[i * 7 + 1].conditions = Conditions::compile(
+            None,
+            &headers,
+            &Default::default(),
+            &Default::default(),
+            "bench",
+            &mut errors,
+        )
+        .map(std::sync::Arc::new);
+    }
+    let table = RouteTable::build(with_conditions.iter().map(RouteMatch::new).collect());
+    let mut headers = http::HeaderMap::new();
+    for (k, v) in [
+        ("host", "api.example.com"),
+        ("user-agent", "bench/1"),
+        ("accept", "*/*"),
+        ("x-tenant", "t990"),
+        ("authorization", "Bearer x"),
+    ] {
+        headers.insert(
+            http::HeaderName::from_static(k),
+            http::HeaderValue::from_static(v),
+        );
+    }
+    for (name, path) in [("last", last), ("first", first), ("miss", miss)] {
+        c.bench_function(
+            &format!("route_match/trie+100-header-conditions/1000/{name}"),
+            |b| {
+                b.iter(|| {
+                    let view = RequestView {
+                        path: black_box(path),
+                        query: None,
+                        headers: &headers,
+                    };
+                    let m = table.lookup_request(black_box("api.example.com"), &view, &Method::GET);
+                    black_box(matches!(m, Match::Found(_)))
+                })
+            },
+        );
     }
 }
 

@@ -82,6 +82,21 @@ impl Cond {
     }
 }
 
+/// One shared copy of each header name conditions use (cloning a `HeaderName` shares
+/// its bytes), so a lookup's memo recognises a name by its address. Bounded: past 4,096
+/// names (many reloads with changing names) new ones are simply not shared.
+fn intern(h: http::HeaderName) -> http::HeaderName {
+    static NAMES: std::sync::Mutex<Vec<http::HeaderName>> = std::sync::Mutex::new(Vec::new());
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(n) = names.iter().find(|n| **n == h) {
+        return n.clone();
+    }
+    if names.len() < 4096 {
+        names.push(h.clone());
+    }
+    h
+}
+
 /// A regex error on one line (the regex crate's are multi-line with a caret).
 pub fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -102,6 +117,35 @@ pub struct RequestView<'a> {
     pub path: &'a str,
     pub query: Option<&'a str>,
     pub headers: &'a http::HeaderMap,
+}
+
+/// Header values already looked up during one route lookup: routes that test the same
+/// header (a canary flag on many routes) hash its name once.
+#[derive(Default)]
+pub struct HeaderMemo<'a> {
+    seen: smallvec::SmallVec<[Looked<'a>; 4]>,
+}
+
+/// A header name and its first value, if any.
+type Looked<'a> = (&'a http::HeaderName, Option<&'a [u8]>);
+
+impl<'a> HeaderMemo<'a> {
+    fn get(
+        &mut self,
+        headers: &'a http::HeaderMap,
+        name: &'a http::HeaderName,
+    ) -> Option<&'a [u8]> {
+        // Names are interned at load, so the same name is usually the same bytes.
+        let same = |n: &&http::HeaderName| {
+            std::ptr::eq(n.as_str().as_ptr(), name.as_str().as_ptr()) || *n == name
+        };
+        if let Some((_, v)) = self.seen.iter().find(|(n, _)| same(n)) {
+            return *v;
+        }
+        let v = headers.get(name).map(|v| v.as_bytes());
+        self.seen.push((name, v));
+        v
+    }
 }
 
 impl Conditions {
@@ -135,6 +179,7 @@ impl Conditions {
                 errors.push(ConfigError::new(&at, "invalid header name"));
                 continue;
             };
+            let h = intern(h);
             if let Some(c) = Cond::compile(raw, &at, errors) {
                 hs.push((h, c));
             }
@@ -164,7 +209,7 @@ impl Conditions {
     }
 
     /// Whether the request meets every condition.
-    pub fn hold(&self, req: &RequestView) -> bool {
+    pub fn hold<'a>(&'a self, req: &RequestView<'a>, memo: &mut HeaderMemo<'a>) -> bool {
         if let Some(r) = &self.path_regex {
             if !r.is_match(req.path) {
                 return false;
@@ -172,7 +217,7 @@ impl Conditions {
         }
         self.headers
             .iter()
-            .all(|(name, c)| c.holds(req.headers.get(name).map(|v| v.as_bytes())))
+            .all(|(name, c)| c.holds(memo.get(req.headers, name)))
             && self.query.iter().all(|(name, c)| {
                 let v = req.query.and_then(|q| query_param(q, name));
                 c.holds(v.as_deref())

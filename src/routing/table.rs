@@ -1,10 +1,13 @@
 //! The route trie: compiled once per config load, looked up once per request.
 
-use super::conditions::{Conditions, RequestView};
+use super::conditions::{Conditions, HeaderMemo, RequestView};
 use super::config::RouteConfig;
 use http::Method;
 use std::borrow::Cow;
 use std::collections::HashMap;
+
+/// The trie's hasher: foldhash, randomly seeded per table.
+type Hasher = foldhash::fast::RandomState;
 
 /// What a route matches on: host, path prefix and methods, compiled.
 #[derive(Debug)]
@@ -93,7 +96,7 @@ fn method_bit(m: &Method) -> u16 {
 
 #[derive(Debug, Default)]
 struct Node {
-    children: HashMap<Box<str>, Node>,
+    children: HashMap<Box<str>, Node, Hasher>,
     /// Routes whose prefix ends at this node, ascending (file order).
     routes: Vec<u32>,
 }
@@ -123,7 +126,7 @@ pub enum Match {
 #[derive(Debug)]
 pub struct RouteTable<R> {
     routes: Box<[R]>,
-    by_host: HashMap<Box<str>, Node>,
+    by_host: HashMap<Box<str>, Node, Hasher>,
     other_hosts: Node,
 }
 
@@ -131,7 +134,7 @@ impl<R: Routable> RouteTable<R> {
     /// Compile the routes (in file order: the first match wins).
     pub fn build(routes: Vec<R>) -> Self {
         let routes = routes.into_boxed_slice();
-        let mut by_host: HashMap<Box<str>, Node> = HashMap::new();
+        let mut by_host: HashMap<Box<str>, Node, Hasher> = HashMap::default();
         let mut other_hosts = Node::default();
         let matchers: Vec<&RouteMatch> = routes.iter().map(Routable::route_match).collect();
         for m in &matchers {
@@ -184,8 +187,14 @@ impl<R: Routable> RouteTable<R> {
     /// trie picks candidates by path; a candidate's conditions (headers, query,
     /// cookies, path regex) must hold, then its methods decide between it and a 405.
     /// `host` must already be lower-case and without a port (see [`normalise_host`]).
-    pub fn lookup_request(&self, host: &str, req: &RequestView, method: &Method) -> Match {
+    pub fn lookup_request<'a>(
+        &'a self,
+        host: &str,
+        req: &RequestView<'a>,
+        method: &Method,
+    ) -> Match {
         let path = req.path;
+        let mut memo = HeaderMemo::default();
         let root = self.by_host.get(host).unwrap_or(&self.other_hosts);
         let want = method_bit(method);
         let mut best: Option<u32> = None;
@@ -199,7 +208,10 @@ impl<R: Routable> RouteTable<R> {
                 if !r.host.as_ref().is_none_or(|p| p.matches(host)) {
                     continue;
                 }
-                if r.conditions.as_ref().is_some_and(|c| !c.hold(req)) {
+                if r.conditions
+                    .as_ref()
+                    .is_some_and(|c| !c.hold(req, &mut memo))
+                {
                     continue;
                 }
                 if r.methods == 0 || r.methods & want != 0 {
