@@ -11,8 +11,12 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 
-use super::{FLUSH_BYTES, FLUSH_INTERVAL};
+/// Longest a line waits in the buffer.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// A buffer this full is written at once.
+pub const FLUSH_BYTES: usize = 32 * 1024;
 
 /// Whether the writer thread runs (else every push writes at once).
 static WRITER: AtomicBool = AtomicBool::new(false);

@@ -1,7 +1,7 @@
 //! `format: template` (nginx-style `$variable` lines, compiled once at load) and the
 //! `combined` format (nginx's and Apache's, which goaccess and friends read).
 
-use super::Entry;
+use super::entry::{civil_from_days, push_millis, push_timestamp, Entry};
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -157,7 +157,7 @@ fn push_var(line: &mut String, v: Var, e: &Entry, now: SystemTime) {
             Some(ip) => line.push_str(crate::headers::ip_text(ip, &mut [0; 48])),
             None => line.push('-'),
         },
-        Var::TimeIso8601 => super::push_timestamp(line, now),
+        Var::TimeIso8601 => push_timestamp(line, now),
         Var::TimeLocal => push_time_local(line, now),
         Var::RequestId => push_escaped(line, e.request_id.as_bytes()),
         Var::TraceId => push_or_dash(line, e.trace_id.unwrap_or("")),
@@ -178,7 +178,7 @@ fn push_var(line: &mut String, v: Var, e: &Entry, now: SystemTime) {
             let ms = e.elapsed.as_millis();
             let _ = write!(line, "{}.{:03}", ms / 1000, ms % 1000);
         }
-        Var::DurationMs => super::push_millis(line, e.elapsed),
+        Var::DurationMs => push_millis(line, e.elapsed),
         Var::Route => push_escaped(line, e.route.as_bytes()),
         Var::Service => push_escaped(line, e.service.as_bytes()),
         Var::Upstream => push_or_dash(line, e.upstream.unwrap_or("")),
@@ -237,7 +237,7 @@ pub(super) fn push_time_local(line: &mut String, now: SystemTime) {
     ];
     let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let (days, rem) = (secs / 86400, secs % 86400);
-    let (y, m, d) = super::civil_from_days(days as i64);
+    let (y, m, d) = civil_from_days(days as i64);
     let _ = write!(
         line,
         "{d:02}/{}/{y:04}:{:02}:{:02}:{:02} +0000",

@@ -1,5 +1,7 @@
+use super::entry::{push_millis, push_timestamp};
 use super::*;
 use pingora::http::RequestHeader;
+use std::time::{Duration, UNIX_EPOCH};
 
 #[test]
 fn timestamps() {
