@@ -36,6 +36,23 @@ fn naive<'a>(rs: &'a [RouteConfig], host: &str, path: &str, m: &Method) -> Optio
         .map(|r| r.name.as_str())
 }
 
+/// `match: { headers: { NAME: VALUE } }`, compiled.
+fn header_condition(name: &str, value: &str) -> Option<std::sync::Arc<Conditions>> {
+    let headers: std::collections::BTreeMap<String, RawCond> =
+        [(name.to_string(), RawCond::Exact(value.to_string()))].into();
+    let mut errors = Vec::new();
+    let c = Conditions::compile(
+        None,
+        &headers,
+        &Default::default(),
+        &Default::default(),
+        "bench",
+        &mut errors,
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    c.map(std::sync::Arc::new)
+}
+
 fn bench(c: &mut Criterion) {
     let rs = routes(1000);
     let table = RouteTable::build(rs.iter().map(RouteMatch::new).collect());
@@ -69,35 +86,12 @@ fn bench(c: &mut Criterion) {
         .enumerate()
         .filter(|(i, _)| i % 10 == 0)
     {
-        let headers: std::collections::BTreeMap<String, RawCond> =
-            [("X-Tenant".to_string(), RawCond::Exact(format!("t{i}")))].into();
-        let mut errors = Vec::new();
-        r.conditions = Conditions::compile(
-            None,
-            &headers,
-            &Default::default(),
-            &Default::default(),
-            "bench",
-            &mut errors,
-        )
-        .map(std::sync::Arc::new);
-        assert!(errors.is_empty());
+        r.conditions = header_condition("X-Tenant", &format!("t{i}"));
     }
     // Routes at the root with a condition, so every lookup checks them.
     for i in 0..10 {
-        let headers: std::collections::BTreeMap<String, RawCond> =
-            [("X-Canary".to_string(), RawCond::Exact(format!("c{i}")))].into();
-        let mut errors = Vec::new();
         with_conditions[i * 7 + 1].path_prefix = "/".into();
-        with_conditions[i * 7 + 1].conditions = Conditions::compile(
-            None,
-            &headers,
-            &Default::default(),
-            &Default::default(),
-            "bench",
-            &mut errors,
-        )
-        .map(std::sync::Arc::new);
+        with_conditions[i * 7 + 1].conditions = header_condition("X-Canary", &format!("c{i}"));
     }
     let table = RouteTable::build(with_conditions.iter().map(RouteMatch::new).collect());
     let mut headers = http::HeaderMap::new();

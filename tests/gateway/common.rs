@@ -361,6 +361,21 @@ pub fn metric_value(text: &str, name: &str, labels: &str) -> Option<f64> {
         .find_map(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
+/// `gatehouse -c FILE -t` on `yaml` must fail and name every one of `wants` (each a
+/// `path: message` start) in its errors.
+pub fn assert_config_errors(yaml: &str, wants: &[&str]) {
+    let dir = scratch_dir("cfg-errors");
+    let cfg = dir.join("g.yaml");
+    std::fs::write(&cfg, yaml).expect("write config");
+    let out = run_cli(&["-c", cfg.to_str().expect("path"), "-t"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted:\n{yaml}");
+    for want in wants {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Run `gatehouse` with arguments and wait for it.
 pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(BIN);
