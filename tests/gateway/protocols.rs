@@ -189,6 +189,53 @@ routes:
     assert_eq!(read_frame(&mut r).unwrap().0, 0x8, "close echoed");
 }
 
+#[test]
+fn a_websocket_and_a_slow_request_survive_their_upstreams_removal_by_reload() {
+    let ws = ws_echo_server();
+    let other = ws_echo_server();
+    let slow = EchoServer::start("slow", "127.0.0.1:0").unwrap();
+    let body = |ws: std::net::SocketAddr, http: &str| {
+        format!(
+            "services:\n  ws: {{ upstreams: [{{ address: \"{ws}\" }}], drain_timeout: 30s, timeouts: {{ idle: 30s }} }}\n  \
+             api: {{ upstreams: [{{ address: \"{http}\" }}], drain_timeout: 30s }}\n\
+             routes:\n  - {{ name: live, match: {{ path_prefix: /live }}, service: ws, websocket: true }}\n  \
+             - {{ name: api, match: {{ path_prefix: /api }}, service: api }}\n"
+        )
+    };
+    let gw = Gateway::start(&body(ws, &slow.addr().to_string()));
+    let (code, mut r, mut w) = upgrade(&gw, "/live", &[]);
+    assert_eq!(code, 101);
+    write_frame(&mut w, 0x1, b"before", true).unwrap();
+    assert_eq!(read_frame(&mut r).unwrap(), (0x1, b"before".to_vec()));
+    let addr = gw.addr;
+    let slow_req = std::thread::spawn(move || request(addr, "GET", "/api/sleep/1500", &[], b""));
+    std::thread::sleep(Duration::from_millis(200));
+    // Both upstreams leave their services.
+    let fresh = EchoServer::start("fresh", "127.0.0.1:0").unwrap();
+    gw.rewrite(&body(other, &fresh.addr().to_string()));
+    gw.signal("-HUP");
+    assert!(
+        wait_until(Duration::from_secs(5), || gw.get("/api/x").upstream()
+            == "fresh"),
+        "new requests go to the new upstream"
+    );
+    // The WebSocket already open keeps working, on its old upstream.
+    for i in 0..5 {
+        let msg = format!("after {i}");
+        write_frame(&mut w, 0x1, msg.as_bytes(), true).unwrap();
+        assert_eq!(read_frame(&mut r).unwrap(), (0x1, msg.into_bytes()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let done = slow_req.join().unwrap().expect("the slow request");
+    assert_eq!(
+        done.status, 200,
+        "the slow request finished on its removed upstream"
+    );
+    assert_eq!(done.upstream(), "slow");
+    write_frame(&mut w, 0x8, &[0x03, 0xe8], true).unwrap();
+    assert_eq!(read_frame(&mut r).unwrap().0, 0x8);
+}
+
 fn curl_available() -> bool {
     Command::new("curl")
         .arg("--version")
