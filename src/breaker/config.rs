@@ -12,6 +12,7 @@ pub struct RawBreaker {
     pub open_for: Option<Dur>,
     pub half_open_requests: Option<u32>,
     pub successes_to_close: Option<u32>,
+    pub max_ejection_percent: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +25,10 @@ pub struct BreakerConfig {
     pub half_open_requests: u32,
     /// Probe successes needed to close again.
     pub successes_to_close: u32,
+    /// At most this share of the service's upstreams may be out through their
+    /// breakers at once (Envoy's outlier-detection rule); a breaker that would pass it
+    /// stays closed. 100: no cap.
+    pub max_ejection_percent: u32,
 }
 
 impl BreakerConfig {
@@ -34,7 +39,14 @@ impl BreakerConfig {
             open_for: raw.open_for.map_or(Duration::from_secs(30), |d| d.0),
             half_open_requests: raw.half_open_requests.unwrap_or(1),
             successes_to_close: raw.successes_to_close.unwrap_or(2),
+            max_ejection_percent: raw.max_ejection_percent.unwrap_or(100),
         };
+        if cfg.max_ejection_percent > 100 {
+            errors.push(ConfigError::new(
+                format!("{path}.max_ejection_percent"),
+                "must be between 0 and 100",
+            ));
+        }
         for (field, v) in [
             ("failures", cfg.failures),
             ("half_open_requests", cfg.half_open_requests),

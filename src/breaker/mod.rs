@@ -20,7 +20,7 @@ mod config;
 
 pub use config::{BreakerConfig, RawBreaker};
 
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime};
 
@@ -79,6 +79,55 @@ struct Inner {
     generation: u64,
     /// Wall-clock time of the last transition, for `/admin/status`.
     since: SystemTime,
+    /// The service's ejection budget (`max_ejection_percent`).
+    ejection: Option<Arc<Ejection>>,
+}
+
+/// How many of a service's upstreams their breakers hold out (open or half-open), and
+/// how many may be: a breaker opens only within `max_ejection_percent` of the members,
+/// so a burst of failures on every upstream cannot empty the service.
+#[derive(Debug, Default)]
+pub struct Ejection {
+    ejected: AtomicUsize,
+    members: AtomicUsize,
+    max_percent: AtomicUsize,
+}
+
+impl Ejection {
+    pub fn new(max_percent: u32) -> Self {
+        Ejection {
+            max_percent: AtomicUsize::new(max_percent as usize),
+            ..Ejection::default()
+        }
+    }
+
+    /// A new member set: `members` upstreams, `ejected` of them out now.
+    pub fn reset(&self, members: usize, ejected: usize) {
+        self.members.store(members, Ordering::Release);
+        self.ejected.store(ejected, Ordering::Release);
+    }
+
+    /// Take one more upstream out, if the cap allows.
+    fn try_eject(&self) -> bool {
+        let members = self.members.load(Ordering::Acquire);
+        let max = self.max_percent.load(Ordering::Relaxed);
+        self.ejected
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                ((n + 1) * 100 <= max * members).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn release(&self) {
+        let _ = self
+            .ejected
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// Upstreams out now.
+    pub fn ejected(&self) -> usize {
+        self.ejected.load(Ordering::Acquire)
+    }
 }
 
 /// One upstream's breaker. Disabled (always admits) until configured.
@@ -124,6 +173,7 @@ impl Breaker {
                 probe_successes: 0,
                 generation: 0,
                 since: SystemTime::now(),
+                ejection: None,
             }),
             clock,
         }
@@ -133,10 +183,11 @@ impl Breaker {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Set (or clear) the settings; the state is kept across config reloads. Clearing
-    /// closes the breaker.
-    pub fn configure(&self, config: Option<BreakerConfig>) {
+    /// Set (or clear) the settings and the service's ejection budget; the state is kept
+    /// across config reloads. Clearing closes the breaker.
+    pub fn configure(&self, config: Option<BreakerConfig>, ejection: Option<Arc<Ejection>>) {
         let mut inner = self.lock();
+        inner.ejection = ejection;
         if config.is_none() && self.state() != State::Closed {
             self.transition(
                 &mut inner,
@@ -207,6 +258,17 @@ impl Breaker {
                 let mut inner = self.lock();
                 let Some(cfg) = inner.config else { return };
                 if n >= cfg.failures && self.state() == State::Closed {
+                    if inner.ejection.as_ref().is_some_and(|e| !e.try_eject()) {
+                        // The service's ejection budget is spent: stay in rotation,
+                        // and count failures anew.
+                        self.consecutive_failures.store(0, Ordering::Relaxed);
+                        log::warn!(
+                            "circuit {}: {n} consecutive failures, but max_ejection_percent \
+                             keeps it closed (too many of its service's upstreams are out)",
+                            self.label
+                        );
+                        return;
+                    }
                     inner.opened_at = self.clock.now();
                     self.transition(
                         &mut inner,
@@ -251,6 +313,11 @@ impl Breaker {
         }
         self.state.store(to as u8, Ordering::Release);
         self.consecutive_failures.store(0, Ordering::Relaxed);
+        if to == State::Closed {
+            if let Some(e) = &inner.ejection {
+                e.release();
+            }
+        }
         inner.probe_successes = 0;
         inner.probes_in_flight = 0;
         inner.generation += 1;

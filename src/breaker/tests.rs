@@ -33,12 +33,13 @@ fn cfg() -> BreakerConfig {
         open_for: Duration::from_secs(10),
         half_open_requests: 1,
         successes_to_close: 2,
+        max_ejection_percent: 100,
     }
 }
 
 fn breaker(clock: &Arc<ManualClock>) -> Breaker {
     let b = Breaker::new("svc/127.0.0.1:1", clock.clone());
-    b.configure(Some(cfg()));
+    b.configure(Some(cfg()), None);
     b
 }
 
@@ -133,7 +134,7 @@ fn unconfigured_breaker_always_admits() {
     for _ in 0..3 {
         b.record(Admission::Normal, false);
     }
-    b.configure(None);
+    b.configure(None, None);
     assert_eq!(b.state(), State::Closed);
 }
 
@@ -150,9 +151,10 @@ fn random_sequences_respect_the_state_machine() {
             open_for: Duration::from_millis(rng.gen_range(1..50)),
             half_open_requests: rng.gen_range(1..4),
             successes_to_close: rng.gen_range(1..4),
+            max_ejection_percent: 100,
         };
         let b = Arc::new(Breaker::new("p", clock.clone()));
-        b.configure(Some(config));
+        b.configure(Some(config), None);
         let mut held: Vec<Ticket> = Vec::new();
         let mut opened_at: Option<Instant> = None;
         for _ in 0..500 {
@@ -215,4 +217,55 @@ fn retry_budget_allows_the_floor_then_a_ratio() {
         "10 requests at 20% buy 2 retries"
     );
     assert!(!budget.withdraw());
+}
+
+#[test]
+fn breakers_never_eject_more_than_max_ejection_percent_of_a_service() {
+    let clock = ManualClock::new();
+    let ejection = Arc::new(Ejection::new(50));
+    ejection.reset(4, 0);
+    let config = BreakerConfig {
+        max_ejection_percent: 50,
+        ..cfg()
+    };
+    let breakers: Vec<Breaker> = (0..4)
+        .map(|i| {
+            let b = Breaker::new(&format!("svc/{i}"), clock.clone());
+            b.configure(Some(config), Some(ejection.clone()));
+            b
+        })
+        .collect();
+    // Every upstream fails, again and again: only two of four may open.
+    for _ in 0..10 {
+        for b in &breakers {
+            let a = b.try_acquire();
+            b.record(a, false);
+        }
+    }
+    let open = breakers.iter().filter(|b| b.state() == State::Open).count();
+    assert_eq!(open, 2);
+    assert_eq!(ejection.ejected(), 2);
+    // One closes again (probes succeed): another may now open.
+    clock.advance(Duration::from_secs(11));
+    let b = breakers
+        .iter()
+        .find(|b| b.state() == State::Open)
+        .expect("an open one");
+    for _ in 0..2 {
+        let a = b.try_acquire();
+        assert!(matches!(a, Admission::Probe(_)));
+        b.record(a, true);
+    }
+    assert_eq!(b.state(), State::Closed);
+    assert_eq!(ejection.ejected(), 1);
+    let closed_failing = breakers
+        .iter()
+        .find(|x| x.state() == State::Closed && !std::ptr::eq(*x, b))
+        .expect("a closed one");
+    for _ in 0..3 {
+        let a = closed_failing.try_acquire();
+        closed_failing.record(a, false);
+    }
+    assert_eq!(closed_failing.state(), State::Open);
+    assert_eq!(ejection.ejected(), 2);
 }

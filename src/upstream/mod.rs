@@ -118,6 +118,8 @@ pub struct ServiceRuntime {
     /// Requests of this service in flight (the `gatehouse_inflight_requests` gauge).
     pub inflight: Arc<InflightCounter>,
     pub retry_budget: RetryBudget,
+    /// How many members the breakers may hold out at once (`max_ejection_percent`).
+    pub ejection: Arc<crate::breaker::Ejection>,
 }
 
 impl ServiceRuntime {
@@ -172,6 +174,11 @@ impl ServiceRuntime {
                 config.retry_budget_permille,
                 config.retry_min_per_second,
             ),
+            ejection: Arc::new(crate::breaker::Ejection::new(
+                config
+                    .circuit_breaker
+                    .map_or(100, |c| c.max_ejection_percent),
+            )),
         };
         if !dynamic {
             // Fixed addresses only: discovery never waits, so this installs them now
@@ -239,7 +246,10 @@ impl ServiceRuntime {
                 .or_else(|| inherited.remove(&addr))
                 .filter(|s| *s.address == *info.label)
                 .unwrap_or_else(|| Arc::new(UpstreamState::new(&self.config.name, &info.label)));
-            state.breaker.configure(self.config.circuit_breaker);
+            state.breaker.configure(
+                self.config.circuit_breaker,
+                self.config.circuit_breaker.map(|_| self.ejection.clone()),
+            );
             state.stop_drain();
             upstreams.push(Upstream {
                 backend: b.clone(),
@@ -248,6 +258,11 @@ impl ServiceRuntime {
                 info: info.clone(),
             });
         }
+        let out = upstreams
+            .iter()
+            .filter(|u| u.state.breaker.state() != crate::breaker::State::Closed)
+            .count();
+        self.ejection.reset(upstreams.len(), out);
         for u in &old.upstreams {
             if !upstreams.iter().any(|n| Arc::ptr_eq(&n.state, &u.state)) {
                 log::info!(

@@ -161,3 +161,44 @@ fn refused_upstream_opens_its_breaker_and_connects_are_retried() {
     }
     assert_eq!(circuit(&gw, &up[0]), Some(1.0));
 }
+
+#[test]
+fn breakers_never_take_out_more_than_max_ejection_percent() {
+    let up = upstreams(4);
+    for u in &up {
+        u.set_failing(Some(503));
+    }
+    let gw = Gateway::start(&format!(
+        "services:\n  s:\n    upstreams:\n{}    circuit_breaker: {{ failures: 2, open_for: 30s, max_ejection_percent: 50 }}\n    retries: {{ attempts: 0 }}\n\
+         routes:\n  - {{ name: r, match: {{ path_prefix: / }}, service: s }}\n",
+        upstream_list(&up, &[])
+    ));
+    for i in 0..60 {
+        let r = gw.get(&format!("/fail/{i}"));
+        assert_eq!(
+            r.status, 503,
+            "the upstreams' own 503, never an empty service"
+        );
+    }
+    let st = gw.status();
+    let states: Vec<String> = st["services"][0]["upstreams"]
+        .as_array()
+        .expect("upstreams")
+        .iter()
+        .map(|u| {
+            u["circuit_breaker"]["state"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    let open = states.iter().filter(|s| *s == "open").count();
+    assert_eq!(open, 2, "half of four upstreams at most: {states:?}");
+    // The two in rotation kept getting requests after the others opened.
+    let served: Vec<u64> = up.iter().map(EchoServer::requests).collect();
+    assert!(
+        served.iter().filter(|n| **n >= 10).count() >= 2,
+        "{served:?}"
+    );
+    assert!(gw.log().contains("max_ejection_percent keeps it closed"));
+}
