@@ -713,6 +713,8 @@ fn chromium(args: &[&str], url: &str) -> std::process::Output {
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
+            // Containers often have a tiny /dev/shm.
+            "--disable-dev-shm-usage",
             "--hide-scrollbars",
             "--no-first-run",
             "--virtual-time-budget=4000",
