@@ -365,7 +365,7 @@ fn a_dead_collector_never_slows_or_fails_a_request() {
     }
     // Requests never wait for the exporter (whose posts hang for 2 s each).
     assert!(
-        slowest < Duration::from_millis(1000),
+        slowest < Duration::from_millis(1500),
         "slowest request {slowest:?}"
     );
     // The queue (16 requests) filled: the rest were dropped and counted.
