@@ -7,6 +7,7 @@
 //! - `/health` → 200, or 503 while [`EchoServer::set_healthy`] is false
 //! - `…/status/NNN` → that status
 //! - `…/sleep/MS` → answers after MS milliseconds
+//! - `…/etag/…` → with `ETag: "v1"` and a fixed `Last-Modified` (validators for caches)
 //!
 //! Meant for loopback demos and tests, not for production traffic.
 
@@ -222,8 +223,13 @@ fn serve(conn: TcpStream, s: &Shared) {
             .ok()
             .and_then(|c| c.canonical_reason())
             .unwrap_or("Unknown");
+        let validators = if path.split('/').any(|seg| seg == "etag") {
+            "etag: \"v1\"\r\nlast-modified: Tue, 01 Dec 2026 00:00:00 GMT\r\n"
+        } else {
+            ""
+        };
         let head = format!(
-            "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-upstream: {}\r\n{}\r\n",
+            "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-upstream: {}\r\n{validators}{}\r\n",
             body.len(),
             s.name,
             if close { "connection: close\r\n" } else { "" }

@@ -67,13 +67,35 @@ impl Gateway {
         Ok(Admit::Served)
     }
 
-    /// Answer from the cache: the stored status, headers and body, plus `Age`.
+    /// Answer from the cache: the stored status, headers and body, plus `Age` — or a
+    /// `304` when the client's conditional request (`If-None-Match`, else
+    /// `If-Modified-Since`) finds the fresh entry unchanged (RFC 9110 §13.1).
     async fn serve_cached(
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
         hit: &CachedResponse,
     ) -> Result<()> {
+        if hit.status == 200 && not_modified(&session.req_header().headers, &hit.headers) {
+            let mut resp = ResponseHeader::build(304, Some(8))?;
+            for (name, value) in &hit.headers {
+                if matches!(
+                    name.as_str(),
+                    "etag"
+                        | "cache-control"
+                        | "expires"
+                        | "vary"
+                        | "content-location"
+                        | "last-modified"
+                ) {
+                    resp.append_header(name.clone(), value.clone())?;
+                }
+            }
+            resp.insert_header(header::AGE, hit.age_secs())?;
+            self.decorate(session, &mut resp, ctx);
+            ctx.own_status = 304;
+            return session.write_response_header(Box::new(resp), true).await;
+        }
         let mut resp = ResponseHeader::build(hit.status, Some(hit.headers.len() + 6))?;
         for (name, value) in &hit.headers {
             resp.append_header(name.clone(), value.clone())?;
@@ -141,4 +163,36 @@ impl Gateway {
                 .inc();
         }
     }
+}
+
+/// Whether a conditional GET/HEAD finds the stored response unchanged: `If-None-Match`
+/// by weak comparison (`*` matches any), or, without it, `If-Modified-Since` not before
+/// the stored `Last-Modified`.
+fn not_modified(req: &http::HeaderMap, stored: &[(http::HeaderName, http::HeaderValue)]) -> bool {
+    let stored_header = |name: &http::HeaderName| {
+        stored
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.to_str().ok())
+    };
+    if let Some(inm) = req.get(header::IF_NONE_MATCH) {
+        let Some(etag) = stored_header(&header::ETAG) else {
+            return false;
+        };
+        let opaque = |t: &str| t.trim().trim_start_matches("W/").to_string();
+        let etag = opaque(etag);
+        return inm.to_str().is_ok_and(|list| {
+            list.split(',')
+                .any(|t| t.trim() == "*" || opaque(t) == etag)
+        });
+    }
+    let (Some(ims), Some(lm)) = (
+        req.get(header::IF_MODIFIED_SINCE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok()),
+        stored_header(&header::LAST_MODIFIED).and_then(|v| httpdate::parse_http_date(v).ok()),
+    ) else {
+        return false;
+    };
+    lm <= ims
 }

@@ -14,6 +14,48 @@ fn one_route(up: &EchoServer, route_extra: &str, server_extra: &str) -> Gateway 
 }
 
 #[test]
+fn conditional_requests_get_304_from_a_fresh_entry() {
+    let up = upstreams(1);
+    let gw = one_route(
+        &up[0],
+        "    cache: { ttl: 30s, max_entries: 100, max_body: 64KiB }\n",
+        "",
+    );
+    let r = gw.get("/doc/etag/1");
+    assert_eq!((r.status, r.header("x-cache")), (200, Some("MISS")));
+    assert_eq!(r.header("etag"), Some("\"v1\""));
+    let cond = |headers: &[(&str, &str)]| {
+        request(gw.addr, "GET", "/doc/etag/1", headers, b"").expect("req")
+    };
+    for inm in ["\"v1\"", "W/\"v1\"", "\"v0\", \"v1\"", "*"] {
+        let r = cond(&[("if-none-match", inm)]);
+        assert_eq!((r.status, r.header("x-cache")), (304, Some("HIT")), "{inm}");
+        assert!(r.body.is_empty());
+        assert_eq!(r.header("etag"), Some("\"v1\""));
+        assert!(r.header("content-type").is_none());
+    }
+    let r = cond(&[("if-none-match", "\"v2\"")]);
+    assert_eq!((r.status, r.header("x-cache")), (200, Some("HIT")));
+    assert!(!r.body.is_empty());
+    // If-Modified-Since: not before Last-Modified → 304; before it → the full answer;
+    // and If-None-Match wins when both are sent.
+    let r = cond(&[("if-modified-since", "Wed, 02 Dec 2026 00:00:00 GMT")]);
+    assert_eq!(r.status, 304);
+    let r = cond(&[("if-modified-since", "Mon, 30 Nov 2026 00:00:00 GMT")]);
+    assert_eq!(r.status, 200);
+    let r = cond(&[
+        ("if-none-match", "\"v2\""),
+        ("if-modified-since", "Wed, 02 Dec 2026 00:00:00 GMT"),
+    ]);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        up[0].requests(),
+        1,
+        "every answer came from the one stored entry"
+    );
+}
+
+#[test]
 fn cache_miss_then_hit_and_what_is_never_stored() {
     let up = upstreams(1);
     let gw = one_route(
