@@ -56,6 +56,8 @@ pub struct Metrics {
     connections_open: prometheus::IntGauge,
     connections_limit: prometheus::IntGauge,
     connection_permits: OnceLock<(Arc<tokio::sync::Semaphore>, usize)>,
+    /// Every metric family this exports, series or not (recorded at registration).
+    names: Vec<String>,
 }
 
 /// The outcome label of one upstream attempt.
@@ -262,6 +264,7 @@ impl Metrics {
             "server.max_connections: at this many open connections, accepting waits.",
         )
         .expect("static metric definition");
+        let mut names = Vec::new();
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(connections_open.clone()),
@@ -285,6 +288,7 @@ impl Metrics {
             Box::new(spans_dropped.clone()),
             Box::new(build_info),
         ] {
+            names.extend(c.desc().iter().map(|d| d.fq_name.clone()));
             registry
                 .register(c)
                 .expect("metric names are unique in a fresh registry");
@@ -292,11 +296,17 @@ impl Metrics {
         // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, …
         // (read from /proc at scrape).
         #[cfg(target_os = "linux")]
-        if let Err(e) = registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        )) {
-            log::warn!("process metrics unavailable: {e}");
+        {
+            let process = prometheus::process_collector::ProcessCollector::for_self();
+            names.extend(process.desc().iter().map(|d| d.fq_name.clone()));
+            if let Err(e) = registry.register(Box::new(process)) {
+                log::warn!("process metrics unavailable: {e}");
+            }
         }
+        // Registered only when a limit is set (see `set_connection_gauge`).
+        names.extend(connections_limit.desc().iter().map(|d| d.fq_name.clone()));
+        names.sort();
+        names.dedup();
         Metrics {
             registry,
             requests,
@@ -321,6 +331,7 @@ impl Metrics {
             connections_open,
             connections_limit,
             connection_permits: OnceLock::new(),
+            names,
         }
     }
 
@@ -358,39 +369,8 @@ impl Metrics {
 
     /// The names of every metric family Gatehouse exports (whether or not it has a
     /// series yet): the Grafana dashboard's test checks its queries against them.
-    pub fn family_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .registry
-            .gather()
-            .iter()
-            .map(|f| f.name().to_string())
-            .collect();
-        let mut extra = vec![
-            self.request_bytes.desc(),
-            self.response_bytes.desc(),
-            self.upstream_duration.desc(),
-            self.requests.desc(),
-            self.duration.desc(),
-            self.upstream_requests.desc(),
-            self.upstream_healthy.desc(),
-            self.circuit_state.desc(),
-            self.inflight.desc(),
-            self.auth_failures.desc(),
-            self.config_reloads.desc(),
-            self.rate_limited.desc(),
-            self.cache_requests.desc(),
-            self.discovery_errors.desc(),
-            self.certificate_expiry.desc(),
-            self.connections_limit.desc(),
-        ]
-        .into_iter()
-        .flatten()
-        .map(|d| d.fq_name.clone())
-        .collect();
-        names.append(&mut extra);
-        names.sort();
-        names.dedup();
-        names
+    pub fn family_names(&self) -> &[String] {
+        &self.names
     }
 
     /// The attempt counters of one upstream, in [`Outcome::ALL`] order.

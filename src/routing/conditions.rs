@@ -227,14 +227,6 @@ impl Conditions {
                 .iter()
                 .all(|(name, c)| c.holds(cookie(req.headers, name)))
     }
-
-    /// The capture group names of `path_regex` (a rewrite or redirect may use them).
-    pub fn capture_names(&self) -> Vec<&str> {
-        self.path_regex
-            .as_ref()
-            .map(|r| r.capture_names().flatten().collect())
-            .unwrap_or_default()
-    }
 }
 
 /// The first value of query parameter `name` (percent- and `+`-decoded).

@@ -65,13 +65,6 @@ pub enum AuthMethod {
     },
 }
 
-impl Route {
-    /// The service's name, `none` on a redirect route: the `service` metric label.
-    pub fn service_name(&self) -> &str {
-        self.service.as_deref().map_or("none", |s| &*s.name)
-    }
-}
-
 impl Routable for Route {
     fn route_match(&self) -> &RouteMatch {
         &self.matcher
