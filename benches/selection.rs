@@ -42,7 +42,7 @@ fn service(balance: &str, health_check: bool) -> ServiceRuntime {
 
 fn pick(svc: &ServiceRuntime, key: &[u8], tried: &[usize]) -> usize {
     // What a request does: take the members (once), then pick.
-    match svc.select(&svc.members(), key, tried) {
+    match svc.select(&svc.members(), key, tried, None) {
         Selection::Chosen(i, _ticket) => i,
         Selection::Unavailable { .. } => usize::MAX,
     }

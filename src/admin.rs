@@ -67,6 +67,7 @@ impl AdminApp {
             .set(rt.rate_store.state() as i64);
         // Reset first so upstreams removed by a reload disappear from the output.
         self.metrics.upstream_healthy.reset();
+        self.metrics.upstream_health_state.reset();
         self.metrics.circuit_state.reset();
         self.metrics.inflight.reset();
         for svc in &rt.services {
@@ -80,6 +81,12 @@ impl AdminApp {
                     .upstream_healthy
                     .with_label_values(&[&*svc.name, &*u.state.address])
                     .set(i64::from(svc.is_healthy(&members, i)));
+                if svc.config.health_check.is_some() {
+                    self.metrics
+                        .upstream_health_state
+                        .with_label_values(&[&*svc.name, &*u.state.address])
+                        .set(svc.health_state(&members, i).gauge());
+                }
                 if svc.config.circuit_breaker.is_some() {
                     self.metrics
                         .circuit_state
@@ -159,6 +166,12 @@ impl AdminApp {
                             "source": u.info.source.kind(),
                             "resolved_from": u.info.source.name(),
                             "healthy": s.is_healthy(&members, i),
+                            "health_state": s
+                                .config
+                                .health_check
+                                .as_ref()
+                                .map(|_| s.health_state(&members, i).name()),
+                            "sticky_id": members.sticky_id(i),
                             "inflight": u.state.inflight.get(),
                             "circuit_breaker": breaker,
                         })
@@ -178,6 +191,12 @@ impl AdminApp {
                     "balance": s.config.balance.name(),
                     "tls": s.config.tls.is_some(),
                     "health_check": s.config.health_check.is_some(),
+                    "adaptive_health_check": s
+                        .config
+                        .health_check
+                        .as_ref()
+                        .is_some_and(|h| h.adaptive.is_some()),
+                    "sticky_cookie": s.config.sticky.as_ref().map(|c| c.cookie.as_str()),
                     "inflight": s.inflight.get(),
                     "discovery": discovery,
                     "upstreams": upstreams,
@@ -306,6 +325,60 @@ pub fn access(
     }
 }
 
+/// `POST /admin/cache/purge?route=NAME&prefix=/PATH`: drop the cached responses of one
+/// route (every cached route without `route`) whose path starts with `prefix` (all of
+/// them without it).
+fn purge(rt: &Runtime, query: &str) -> Response<Vec<u8>> {
+    use crate::routing::conditions::query_param;
+    let text =
+        |name: &str| query_param(query, name).map(|v| String::from_utf8_lossy(&v).into_owned());
+    let route = text("route");
+    let prefix = text("prefix");
+    if prefix.as_deref().is_some_and(|p| !p.starts_with('/')) {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({ "error": "bad_prefix", "detail": "prefix is a path: it starts with /" }),
+        );
+    }
+    if let Some(name) = &route {
+        match rt.route(name) {
+            None => {
+                return json_response(
+                    StatusCode::NOT_FOUND,
+                    &json!({ "error": "unknown_route", "route": name }),
+                )
+            }
+            Some(r) if r.cache.is_none() => {
+                return json_response(
+                    StatusCode::CONFLICT,
+                    &json!({ "error": "route_not_cached", "route": name }),
+                )
+            }
+            Some(_) => {}
+        }
+    }
+    let mut per_route = serde_json::Map::new();
+    let mut total = 0;
+    for r in rt.routes.routes() {
+        let Some(cache) = &r.cache else { continue };
+        if route.as_deref().is_some_and(|n| n != &*r.name) {
+            continue;
+        }
+        let n = cache.purge(prefix.as_deref());
+        total += n;
+        per_route.insert(r.name.to_string(), json!(n));
+    }
+    log::info!(
+        "admin: cache purge (route {}, prefix {}): {total} entries",
+        route.as_deref().unwrap_or("*"),
+        prefix.as_deref().unwrap_or("*")
+    );
+    json_response(
+        StatusCode::OK,
+        &json!({ "purged": total, "routes": per_route, "prefix": prefix }),
+    )
+}
+
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -326,6 +399,9 @@ impl ServeHttp for AdminApp {
                     &json!({ "result": "error", "errors": errors }),
                 ),
             };
+        }
+        if req.method == http::Method::POST && req.uri.path() == "/admin/cache/purge" {
+            return purge(&rt, req.uri.query().unwrap_or(""));
         }
         if req.method != http::Method::GET && req.method != http::Method::HEAD {
             let mut r = json_response(
@@ -381,6 +457,15 @@ impl ServeHttp for AdminApp {
                     http::header::CACHE_CONTROL,
                     http::HeaderValue::from_static("no-store"),
                 );
+                r
+            }
+            "/admin/reload" | "/admin/cache/purge" => {
+                let mut r = json_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &json!({ "error": "method_not_allowed" }),
+                );
+                r.headers_mut()
+                    .insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
                 r
             }
             _ => json_response(StatusCode::NOT_FOUND, &json!({ "error": "not_found" })),

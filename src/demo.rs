@@ -7,7 +7,12 @@
 //! - `/health` → 200, or 503 while [`EchoServer::set_healthy`] is false
 //! - `…/status/NNN` → that status
 //! - `…/sleep/MS` → answers after MS milliseconds
-//! - `…/etag/…` → with `ETag: "v1"` and a fixed `Last-Modified` (validators for caches)
+//! - `…/etag/…` → with `ETag: "v1"` and a fixed `Last-Modified` (validators for caches);
+//!   `304` without a body when the request's `If-None-Match` names `"v1"`
+//!
+//! It keeps the times of its `/health` requests ([`EchoServer::health_checks`]) and a
+//! line per other request ([`EchoServer::seen`]: method, target, body length, and
+//! whether it was a mirrored copy), the last 1,000 of each.
 //!
 //! Meant for loopback demos and tests, not for production traffic.
 
@@ -29,6 +34,18 @@ struct Shared {
     hang: AtomicBool,
     requests: AtomicU64,
     conns: Mutex<Vec<TcpStream>>,
+    health_checks: Mutex<std::collections::VecDeque<std::time::Instant>>,
+    seen: Mutex<std::collections::VecDeque<String>>,
+}
+
+/// Keep the last 1,000 of a log.
+fn push_bounded<T>(log: &Mutex<std::collections::VecDeque<T>>, item: T) {
+    if let Ok(mut l) = log.lock() {
+        if l.len() >= 1000 {
+            l.pop_front();
+        }
+        l.push_back(item);
+    }
 }
 
 /// A running echo server; stops (and closes its connections) on drop.
@@ -51,6 +68,8 @@ impl EchoServer {
             hang: AtomicBool::new(false),
             requests: AtomicU64::new(0),
             conns: Mutex::new(Vec::new()),
+            health_checks: Mutex::default(),
+            seen: Mutex::default(),
         });
         let s = shared.clone();
         let accept = thread::Builder::new()
@@ -90,6 +109,25 @@ impl EchoServer {
     /// Requests answered so far.
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// When `/health` was asked (the last 1,000 times).
+    pub fn health_checks(&self) -> Vec<std::time::Instant> {
+        self.shared
+            .health_checks
+            .lock()
+            .map(|l| l.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Requests other than `/health` (the last 1,000): `METHOD TARGET BODY_BYTES`, with
+    /// ` mirror` appended for a mirrored copy.
+    pub fn seen(&self) -> Vec<String> {
+        self.shared
+            .seen
+            .lock()
+            .map(|l| l.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// What `/health` answers: 200 when true, 503 when false.
@@ -190,11 +228,33 @@ fn serve(conn: TcpStream, s: &Shared) {
                 _ => {}
             }
         }
+        let etag_path = path.split('/').any(|seg| seg == "etag");
         if path == "/health" {
+            push_bounded(&s.health_checks, std::time::Instant::now());
             if !s.healthy.load(Ordering::SeqCst) {
                 status = 503;
             }
         } else {
+            push_bounded(
+                &s.seen,
+                format!(
+                    "{method} {target} {}{}",
+                    body.len(),
+                    if headers.contains_key("x-gatehouse-mirror") {
+                        " mirror"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+            if etag_path
+                && status == 200
+                && headers
+                    .get("if-none-match")
+                    .is_some_and(|v| v.contains("\"v1\""))
+            {
+                status = 304;
+            }
             let forced = s.forced_status.load(Ordering::SeqCst);
             if forced != 0 {
                 status = forced;
@@ -223,14 +283,19 @@ fn serve(conn: TcpStream, s: &Shared) {
             .ok()
             .and_then(|c| c.canonical_reason())
             .unwrap_or("Unknown");
-        let validators = if path.split('/').any(|seg| seg == "etag") {
+        let validators = if etag_path {
             "etag: \"v1\"\r\nlast-modified: Tue, 01 Dec 2026 00:00:00 GMT\r\n"
         } else {
             ""
         };
+        let body = if status == 304 { Vec::new() } else { body };
+        let length = if status == 304 {
+            String::new()
+        } else {
+            format!("content-length: {}\r\n", body.len())
+        };
         let head = format!(
-            "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-upstream: {}\r\n{validators}{}\r\n",
-            body.len(),
+            "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n{length}x-upstream: {}\r\n{validators}{}\r\n",
             s.name,
             if close { "connection: close\r\n" } else { "" }
         );

@@ -79,6 +79,7 @@ pub mod forward_auth;
 pub mod headers;
 pub mod http_client;
 pub mod metrics;
+pub mod mirror;
 pub mod proxy;
 pub mod ratelimit;
 pub mod reload;

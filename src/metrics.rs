@@ -27,6 +27,8 @@ pub struct Metrics {
     pub duration: HistogramVec,
     pub upstream_requests: IntCounterVec,
     pub upstream_healthy: IntGaugeVec,
+    pub upstream_health_state: IntGaugeVec,
+    pub mirror_requests: IntCounterVec,
     pub circuit_state: IntGaugeVec,
     pub inflight: IntGaugeVec,
     pub auth_failures: IntCounterVec,
@@ -132,6 +134,22 @@ impl Metrics {
                 "1 while the upstream passes its health checks, else 0.",
             ),
             &["service", "upstream"],
+        )
+        .expect("static metric definition");
+        let upstream_health_state = IntGaugeVec::new(
+            Opts::new(
+                "gatehouse_upstream_health_state",
+                "Active health-check state: 0 healthy, 1 suspect (adaptive checks: a check failed, checked more often), 2 unhealthy (out of rotation).",
+            ),
+            &["service", "upstream"],
+        )
+        .expect("static metric definition");
+        let mirror_requests = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_mirror_requests_total",
+                "Mirrored copies of requests, by outcome (ok, error, timeout, dropped: too many in flight, skipped: body over max_body).",
+            ),
+            &["route", "service", "outcome"],
         )
         .expect("static metric definition");
         let circuit_state = IntGaugeVec::new(
@@ -274,6 +292,8 @@ impl Metrics {
             Box::new(duration.clone()),
             Box::new(upstream_requests.clone()),
             Box::new(upstream_healthy.clone()),
+            Box::new(upstream_health_state.clone()),
+            Box::new(mirror_requests.clone()),
             Box::new(circuit_state.clone()),
             Box::new(inflight.clone()),
             Box::new(auth_failures.clone()),
@@ -313,6 +333,8 @@ impl Metrics {
             duration,
             upstream_requests,
             upstream_healthy,
+            upstream_health_state,
+            mirror_requests,
             circuit_state,
             inflight,
             auth_failures,

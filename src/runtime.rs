@@ -452,6 +452,17 @@ fn build_route(
             .filter(|c| *c.policy() == policy)
             .unwrap_or_else(|| Arc::new(RouteCache::new(policy)))
     });
+    let mirror = match &rc.mirror {
+        Some(m) => Some(Box::new(crate::mirror::Mirror::new(
+            m,
+            refs.services
+                .iter()
+                .find(|s| *s.name == *m.service)
+                .cloned()
+                .ok_or_else(|| missing("service", &m.service))?,
+        ))),
+        None => None,
+    };
     Ok(Route {
         name: rc.name.as_str().into(),
         matcher: RouteMatch::new(rc),
@@ -461,6 +472,7 @@ fn build_route(
         auth,
         limits,
         cache,
+        mirror,
         policy: rc.policy.clone(),
         metrics: Default::default(),
     })

@@ -47,6 +47,45 @@ impl CachedResponse {
         now < self.expires_at()
     }
 
+    /// Whether it carries a validator (`ETag` or `Last-Modified`) to revalidate it with.
+    pub fn has_validators(&self) -> bool {
+        self.headers
+            .iter()
+            .any(|(n, _)| *n == header::ETAG || *n == header::LAST_MODIFIED)
+    }
+
+    /// The stored value of a header.
+    pub fn header(&self, name: &HeaderName) -> Option<&HeaderValue> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    /// This response refreshed by an upstream `304` (RFC 9111 §4.3.4): each header the
+    /// `304` carries replaces the stored ones of that name (hop-by-hop headers,
+    /// `Content-Length` and `Set-Cookie` excepted), the body stays, and it is fresh again
+    /// for `ttl` from now (less the `304`'s `Age`).
+    pub fn refreshed(&self, update: &HeaderMap, ttl: Duration, now: Instant) -> CachedResponse {
+        let fresh = rules::storable_headers(update);
+        let mut headers: Vec<(HeaderName, HeaderValue)> = self
+            .headers
+            .iter()
+            .filter(|(n, _)| !fresh.iter().any(|(f, _)| f == n))
+            .cloned()
+            .collect();
+        headers.extend(fresh);
+        let age = Duration::from_secs(rules::upstream_age(update));
+        let (stored_at, ttl) = match now.checked_sub(age) {
+            Some(t) => (t, ttl.saturating_add(age)),
+            None => (now, ttl),
+        };
+        CachedResponse {
+            status: self.status,
+            headers,
+            body: self.body.clone(),
+            stored_at,
+            ttl,
+        }
+    }
+
     /// Approximate memory use, the unit of `max_bytes`.
     pub fn approx_size(&self) -> u64 {
         let headers: u64 = self

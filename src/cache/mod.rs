@@ -38,7 +38,7 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use store::Store;
+use store::{Found, Store};
 
 /// What the cache did for one request: the `X-Cache` header and the
 /// `gatehouse_cache_requests_total` result.
@@ -50,6 +50,8 @@ pub enum CacheStatus {
     Miss,
     /// Not a cacheable request: proxied as if the route had no cache.
     Bypass,
+    /// A stale entry the upstream confirmed unchanged (`304`): refreshed and served.
+    Revalidated,
 }
 
 impl CacheStatus {
@@ -63,6 +65,7 @@ impl CacheStatus {
             CacheStatus::Hit => "HIT",
             CacheStatus::Miss => "MISS",
             CacheStatus::Bypass => "BYPASS",
+            CacheStatus::Revalidated => "REVALIDATED",
         }
     }
 
@@ -72,6 +75,7 @@ impl CacheStatus {
             CacheStatus::Hit => Some("hit"),
             CacheStatus::Miss => Some("miss"),
             CacheStatus::Bypass => None,
+            CacheStatus::Revalidated => Some("revalidated"),
         }
     }
 }
@@ -83,6 +87,10 @@ pub enum Lookup {
     Hit(Arc<CachedResponse>),
     /// This request leads the fill of its key: fetch upstream, then store or drop the guard.
     Miss(FillGuard),
+    /// Like `Miss`, with a stored response (stale, or fresh but the client asked for
+    /// `no-cache`) whose validators go upstream: a `304` refreshes it
+    /// ([`CachedResponse::refreshed`]), anything else replaces it.
+    Revalidate(FillGuard, Arc<CachedResponse>),
     /// Another request is fetching this key: [`Waiter::wait`] for it.
     Wait(Waiter),
     /// Not a cacheable request (method, `Range`, credentials, `no-store`, HEAD miss):
@@ -173,13 +181,17 @@ impl RouteCache {
         let key = rules::primary_key(req);
         let shard = self.shard_of(&key);
         let mut guard = self.shared.lock(shard);
-        if !revalidate {
-            if let Some(variant) = guard.store.get(&key, req.headers, now) {
+        let stored = match guard.store.get(&key, req.headers, now) {
+            Found::Fresh(variant) if !revalidate => {
                 drop(guard);
                 stats.hits.fetch_add(1, Relaxed);
                 return Lookup::Hit(variant.response.clone());
             }
-        }
+            Found::Fresh(v) | Found::Stale(v) if v.response.has_validators() => {
+                Some(v.response.clone())
+            }
+            _ => None,
+        };
         // A HEAD response has no body to fill a GET entry with.
         if *req.method == Method::HEAD {
             drop(guard);
@@ -202,7 +214,7 @@ impl RouteCache {
         guard.inflight.insert(key.clone(), Inflight { id, rx });
         drop(guard);
         stats.misses.fetch_add(1, Relaxed);
-        Lookup::Miss(FillGuard {
+        let fill = FillGuard {
             shared: self.shared.clone(),
             shard,
             key,
@@ -210,7 +222,24 @@ impl RouteCache {
             headers: req.headers.clone(),
             tx,
             done: false,
-        })
+        };
+        match stored {
+            Some(response) => Lookup::Revalidate(fill, response),
+            None => Lookup::Miss(fill),
+        }
+    }
+
+    /// Remove the entries whose path starts with `prefix` (all of them without one);
+    /// returns how many. Fills under way are not affected.
+    pub fn purge(&self, prefix: Option<&str>) -> u64 {
+        (0..self.shared.shards.len())
+            .map(|i| {
+                self.shared.lock(i).store.purge(|key| {
+                    // Keys are the lower-cased host followed by the path and query.
+                    prefix.is_none_or(|p| key.find('/').is_some_and(|at| key[at..].starts_with(p)))
+                })
+            })
+            .sum()
     }
 
     /// How long the response to `req` may be cached, or `None` if it must not be stored.

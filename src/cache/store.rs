@@ -1,6 +1,11 @@
 //! One shard's bounded store: an O(1) LRU (a doubly linked list threaded through a slab,
 //! no `unsafe`) plus an expiry index, so expired entries are dropped before any live one is
 //! evicted. Several variants (`Vary`) may share one URL key.
+//!
+//! An entry with validators (`ETag` or `Last-Modified`) is kept for a while after it
+//! goes stale ([`stale_keep`]): never served as it is, but the request that finds it
+//! asks the upstream whether it changed, and a `304` refreshes it without the body
+//! being sent again.
 
 use super::body::CachedResponse;
 use super::rules;
@@ -10,6 +15,27 @@ use std::sync::Arc;
 use std::time::Instant;
 
 const NIL: usize = usize::MAX;
+
+/// What [`Store::get`] found.
+pub enum Found {
+    Fresh(Arc<Variant>),
+    /// Stale, with validators: revalidate it upstream.
+    Stale(Arc<Variant>),
+    Nothing,
+}
+
+/// How long an entry stays after it went stale, to be revalidated: as long again as it
+/// was fresh, at least a minute and at most an hour, when it has a validator; else not
+/// at all.
+pub fn stale_keep(response: &CachedResponse) -> std::time::Duration {
+    if !response.has_validators() {
+        return std::time::Duration::ZERO;
+    }
+    response.ttl.clamp(
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_secs(3600),
+    )
+}
 
 /// The request header values a variant was selected by: (name, value or absent).
 pub type VaryValues = Box<[(HeaderName, Option<Box<[u8]>>)]>;
@@ -67,7 +93,10 @@ impl Variant {
 struct Node {
     key: Arc<str>,
     variant: Arc<Variant>,
+    /// Stale from then on.
     expires: Instant,
+    /// Dropped from then on (later than `expires` for entries that can be revalidated).
+    evict_at: Instant,
     seq: u64,
     size: u64,
     prev: usize,
@@ -83,7 +112,7 @@ pub struct Store {
     head: usize,
     /// Least recently used: the next victim once no entry is expired.
     tail: usize,
-    /// (expiry, insertion seq) -> slot; `seq` keeps keys unique.
+    /// (eviction time, insertion seq) -> slot; `seq` keeps keys unique.
     by_expiry: BTreeMap<(Instant, u64), usize>,
     seq: u64,
     len: u64,
@@ -125,27 +154,55 @@ impl Store {
         self.nodes.get_mut(i).and_then(Option::as_mut)
     }
 
-    /// The fresh variant of `key` matching `headers`, marked most recently used. Expired
-    /// variants of `key` met on the way are removed.
-    pub fn get(&mut self, key: &str, headers: &HeaderMap, now: Instant) -> Option<Arc<Variant>> {
-        let slots = self.map.get(key)?;
-        let mut expired = Vec::new();
-        let mut found = None;
+    /// The variant of `key` matching `headers`, marked most recently used: fresh, or
+    /// stale but kept for revalidation. Variants past their eviction time met on the way
+    /// are removed.
+    pub fn get(&mut self, key: &str, headers: &HeaderMap, now: Instant) -> Found {
+        let Some(slots) = self.map.get(key) else {
+            return Found::Nothing;
+        };
+        let mut evicted = Vec::new();
+        let mut fresh = None;
+        let mut stale = None;
         for &i in slots {
             let Some(node) = self.node(i) else { continue };
-            if node.expires <= now {
-                expired.push(i);
-            } else if found.is_none() && node.variant.matches(headers) {
-                found = Some(i);
+            if node.evict_at <= now {
+                evicted.push(i);
+            } else if !node.variant.matches(headers) {
+            } else if node.expires > now {
+                fresh = fresh.or(Some(i));
+            } else {
+                stale = stale.or(Some(i));
             }
         }
-        for i in expired {
+        for i in evicted {
             self.remove(i);
         }
-        let i = found?;
+        let Some(i) = fresh.or(stale) else {
+            return Found::Nothing;
+        };
         self.unlink(i);
         self.push_front(i);
-        self.node(i).map(|n| n.variant.clone())
+        match self.node(i) {
+            Some(n) if fresh.is_some() => Found::Fresh(n.variant.clone()),
+            Some(n) => Found::Stale(n.variant.clone()),
+            None => Found::Nothing,
+        }
+    }
+
+    /// Remove every entry whose key `matches`; returns how many.
+    pub fn purge(&mut self, matches: impl Fn(&str) -> bool) -> u64 {
+        let doomed: Vec<usize> = self
+            .map
+            .iter()
+            .filter(|(k, _)| matches(k))
+            .flat_map(|(_, slots)| slots.iter().copied())
+            .collect();
+        let n = doomed.len() as u64;
+        for i in doomed {
+            self.remove(i);
+        }
+        n
     }
 
     /// Store `variant` under `key`, evicting as needed. Returns the number of entries
@@ -154,6 +211,7 @@ impl Store {
     pub fn insert(&mut self, key: Arc<str>, variant: Arc<Variant>, now: Instant) -> Option<u64> {
         let size = variant.size(&key);
         let expires = variant.response.expires_at();
+        let evict_at = expires + stale_keep(&variant.response);
         if size > self.max_bytes || self.max_entries == 0 || expires <= now {
             return None;
         }
@@ -164,7 +222,7 @@ impl Store {
                 .copied()
                 .filter(|&i| {
                     self.node(i)
-                        .is_some_and(|n| n.expires <= now || n.variant.superseded_by(&variant))
+                        .is_some_and(|n| n.evict_at <= now || n.variant.superseded_by(&variant))
                 })
                 .collect();
             for i in old {
@@ -198,6 +256,7 @@ impl Store {
             key: key.clone(),
             variant,
             expires,
+            evict_at,
             seq: self.seq,
             size,
             prev: NIL,
@@ -214,7 +273,7 @@ impl Store {
             }
         };
         self.push_front(i);
-        self.by_expiry.insert((expires, self.seq), i);
+        self.by_expiry.insert((evict_at, self.seq), i);
         self.map.entry(key).or_default().push(i);
         self.len += 1;
         self.bytes += size;
@@ -229,7 +288,7 @@ impl Store {
         let Some(node) = self.nodes.get_mut(i).and_then(Option::take) else {
             return;
         };
-        self.by_expiry.remove(&(node.expires, node.seq));
+        self.by_expiry.remove(&(node.evict_at, node.seq));
         if let Some(slots) = self.map.get_mut(&node.key) {
             slots.retain(|&s| s != i);
             if slots.is_empty() {

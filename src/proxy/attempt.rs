@@ -46,7 +46,13 @@ impl Gateway {
             .members
             .clone()
             .ok_or_else(|| Error::explain(InternalError, "no members"))?;
-        let (i, ticket) = match svc.select(&members, &key, &ctx.tried) {
+        if ctx.tried.is_empty() {
+            if let Some(sticky) = &svc.config.sticky {
+                ctx.sticky_named = super::request::cookie(session.req_header(), &sticky.cookie)
+                    .and_then(|v| members.sticky_index(v));
+            }
+        }
+        let (i, ticket) = match svc.select(&members, &key, &ctx.tried, ctx.sticky_named) {
             Selection::Chosen(i, ticket) => (i, ticket),
             Selection::Unavailable { retry_after } => {
                 ctx.error = Some(GatewayError::NoHealthyUpstream { retry_after });
@@ -100,8 +106,13 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut Ctx,
         peer: &HttpPeer,
-        e: Box<Error>,
+        mut e: Box<Error>,
     ) -> Box<Error> {
+        if ctx.cache_revalidated.is_some() {
+            // Not a failure: the upstream confirmed the stored response, served next.
+            e.set_retry(false);
+            return e;
+        }
         if client_side(session, &e) {
             // The client failed (it closed, sent a malformed body, or stalled), not the
             // upstream: nothing is counted against the upstream, and the request is

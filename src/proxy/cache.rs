@@ -46,6 +46,12 @@ impl Gateway {
                 ctx.cache_fill = Some(Box::new(guard));
                 return Ok(Admit::Proxy);
             }
+            Lookup::Revalidate(guard, stored) => {
+                ctx.cache_status = Some(CacheStatus::Miss);
+                ctx.cache_fill = Some(Box::new(guard));
+                ctx.cache_stale = Some(stored);
+                return Ok(Admit::Proxy);
+            }
             Lookup::Wait(waiter) => {
                 // As long as the leader may take: connecting plus reading its answer.
                 let wait = route.service.as_ref().map_or(Duration::from_secs(1), |s| {
@@ -111,6 +117,51 @@ impl Gateway {
                 .await?;
         }
         Ok(())
+    }
+
+    /// On an upstream `304` to a revalidation: refresh the stored response (store it
+    /// and release the waiters) and keep it to serve. Returns whether this was one; the
+    /// caller then ends the upstream exchange with an error that `fail_to_proxy` answers
+    /// with the refreshed response (Pingora cannot turn a header-only upstream answer
+    /// into one with a body).
+    pub(super) fn cache_revalidated(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> bool {
+        if resp.status.as_u16() != 304 {
+            ctx.cache_stale = None;
+            return false;
+        }
+        let (Some(cache), Some(stale)) = (ctx.cache.clone(), ctx.cache_stale.take()) else {
+            return false;
+        };
+        let now = std::time::Instant::now();
+        // Freshness from the merged headers, as if the whole response had come again.
+        let merged = stale.refreshed(&resp.headers, Duration::ZERO, now);
+        let headers: http::HeaderMap = merged.headers.iter().cloned().collect();
+        let ttl = cache.storable(&request_info(session.req_header()), stale.status, &headers);
+        let fresh = Arc::new(stale.refreshed(&resp.headers, ttl.unwrap_or_default(), now));
+        // No longer storable: served this once; dropping the guard sends the waiters
+        // upstream themselves.
+        if let (Some(guard), Some(_)) = (ctx.cache_fill.take(), ttl) {
+            guard.store((*fresh).clone());
+        }
+        ctx.cache_status = Some(CacheStatus::Revalidated);
+        ctx.cache_revalidated = Some(fresh);
+        true
+    }
+
+    /// `fail_to_proxy` after [`Self::cache_revalidated`]: answer from the refreshed entry.
+    pub(super) async fn serve_revalidated(&self, session: &mut Session, ctx: &mut Ctx) -> bool {
+        let Some(fresh) = ctx.cache_revalidated.take() else {
+            return false;
+        };
+        if let Err(e) = self.serve_cached(session, ctx, &fresh).await {
+            log::debug!("could not send the revalidated response: {e}");
+        }
+        true
     }
 
     /// On the upstream's response header: start collecting the body if this request is

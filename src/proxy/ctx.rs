@@ -2,7 +2,7 @@
 
 use crate::auth::{Claims, Verifier};
 use crate::breaker::Ticket;
-use crate::cache::{BodyCollector, CacheStatus, FillGuard, RouteCache};
+use crate::cache::{BodyCollector, CacheStatus, CachedResponse, FillGuard, RouteCache};
 use crate::consumers::Consumer;
 use crate::error::GatewayError;
 use crate::ratelimit::RateHeaders;
@@ -65,6 +65,10 @@ pub struct Ctx {
     /// This request fills the cache entry others may be waiting for.
     pub cache_fill: Option<Box<FillGuard>>,
     pub cache_collector: Option<Box<BodyCollector>>,
+    /// A stored response this request revalidates upstream (its validators are sent).
+    pub cache_stale: Option<Arc<CachedResponse>>,
+    /// The refreshed response to serve after the upstream answered `304`.
+    pub cache_revalidated: Option<Arc<CachedResponse>>,
     /// `X-Cache` on cached routes.
     pub cache_status: Option<CacheStatus>,
     /// When the current upstream attempt began (`gatehouse_upstream_duration_seconds`).
@@ -75,6 +79,11 @@ pub struct Ctx {
     pub split_service: Option<usize>,
     /// The split's sticky cookie is to be set on the response.
     pub split_set_cookie: bool,
+    /// On a `sticky:` service: the upstream (index into `members`) the request's cookie
+    /// named, if it still is a member. A response from any other upstream sets the cookie.
+    pub sticky_named: Option<usize>,
+    /// A mirrored copy of this request, collecting its body.
+    pub mirror_copy: Option<Box<crate::mirror::PendingCopy>>,
 }
 
 impl Ctx {
@@ -107,11 +116,15 @@ impl Ctx {
             cache: None,
             cache_fill: None,
             cache_collector: None,
+            cache_stale: None,
+            cache_revalidated: None,
             cache_status: None,
             attempt_start: now,
             trace: None,
             split_service: None,
             split_set_cookie: false,
+            sticky_named: None,
+            mirror_copy: None,
         })
     }
 

@@ -70,9 +70,18 @@ pub(super) fn upstream_request(
         upstream.insert_header(header::HOST, host)?;
     }
     if ctx.cache_fill.is_some() {
-        // The cache needs a full response to store, not a 304 for this client.
+        // The cache needs a full response to store, not a 304 for this client; but a
+        // stored response is revalidated with its own validators (a 304 refreshes it).
         upstream.remove_header(&header::IF_NONE_MATCH);
         upstream.remove_header(&header::IF_MODIFIED_SINCE);
+        if let Some(stale) = &ctx.cache_stale {
+            if let Some(etag) = stale.header(&header::ETAG) {
+                upstream.insert_header(header::IF_NONE_MATCH, etag.clone())?;
+            }
+            if let Some(lm) = stale.header(&header::LAST_MODIFIED) {
+                upstream.insert_header(header::IF_MODIFIED_SINCE, lm.clone())?;
+            }
+        }
     }
     if let Some(route) = route {
         let rules = &route.policy.request_headers;

@@ -27,6 +27,7 @@ mod authn;
 mod cache;
 mod ctx;
 mod forward;
+mod mirror;
 mod request;
 mod response;
 mod timer;
@@ -167,7 +168,7 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         drained(ctx)?;
@@ -178,6 +179,9 @@ impl ProxyHttp for Gateway {
                 ctx.error = Some(GatewayError::BodyTooLarge);
                 return Error::e_explain(HTTPStatus(413), "request body over max_request_body");
             }
+        }
+        if ctx.mirror_copy.is_some() {
+            self.mirror_body(body, end_of_stream, ctx);
         }
         Ok(())
     }
@@ -233,6 +237,13 @@ impl ProxyHttp for Gateway {
             );
         }
         self.upstream_status(session, ctx, resp.status.as_u16())?;
+        if ctx.cache_stale.is_some() && self.cache_revalidated(session, resp, ctx) {
+            // fail_to_proxy serves the refreshed entry.
+            return Error::e_explain(
+                ErrorType::CustomCode("revalidated", 304),
+                "stored response confirmed by the upstream",
+            );
+        }
         self.cache_response_header(session, resp, ctx);
         Ok(())
     }
@@ -255,7 +266,11 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut Box<Ctx>,
     ) -> Result<()> {
-        forward::upstream_request(session, upstream, ctx)
+        forward::upstream_request(session, upstream, ctx)?;
+        if ctx.route().is_some_and(|r| r.mirror.is_some()) {
+            self.mirror_begin(upstream, ctx);
+        }
+        Ok(())
     }
 
     async fn response_filter(
@@ -279,6 +294,12 @@ impl ProxyHttp for Gateway {
             return FailToProxy {
                 error_code: 0,
                 can_reuse_downstream: false,
+            };
+        }
+        if self.serve_revalidated(session, ctx).await {
+            return FailToProxy {
+                error_code: ctx.own_status,
+                can_reuse_downstream: true,
             };
         }
         let err = ctx.error.take().unwrap_or_else(|| error::classify(e));
@@ -314,7 +335,7 @@ impl ProxyHttp for Gateway {
         matches!(
             ctx.error,
             Some(GatewayError::NoHealthyUpstream { .. } | GatewayError::BodyTooLarge)
-        )
+        ) || ctx.cache_status == Some(crate::cache::CacheStatus::Revalidated)
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Box<Ctx>) {

@@ -36,6 +36,13 @@ impl Gateway {
                 }
             }
         }
+        if let (Some(members), Some(&i)) = (ctx.members.as_deref(), ctx.tried.last()) {
+            if ctx.sticky_named != Some(i) {
+                if let Some(v) = members.sticky_cookie(i) {
+                    let _ = resp.append_header(header::SET_COOKIE, v.clone());
+                }
+            }
+        }
         if let Some(cors) = &policy.cors {
             let origin = session.req_header().headers.get(header::ORIGIN);
             cors.apply_response_headers(origin, &mut RespSink(resp));

@@ -27,6 +27,8 @@ struct RawRoute {
     split_sticky: Option<RawSplitSticky>,
     rewrite: Option<RawRewrite>,
     redirect: Option<RawRedirect>,
+    /// Copy a share of the requests to another service (validated in `crate::mirror`).
+    mirror: Option<Value>,
     #[serde(default)]
     strip_prefix: bool,
     auth: Option<RawAuth>,
@@ -168,6 +170,7 @@ pub struct RouteConfig {
     /// Rate-limit policy names, all of which must allow.
     pub rate_limit: Vec<String>,
     pub cache: Option<CachePolicy>,
+    pub mirror: Option<crate::mirror::MirrorConfig>,
     pub policy: Arc<RoutePolicy>,
 }
 
@@ -305,6 +308,7 @@ pub fn validate_routes(
                 (raw.service.is_some(), "service"),
                 (raw.rewrite.is_some(), "rewrite"),
                 (raw.cache.is_some(), "cache"),
+                (raw.mirror.is_some(), "mirror"),
                 (raw.strip_prefix, "strip_prefix"),
                 (raw.websocket, "websocket"),
             ] {
@@ -405,6 +409,9 @@ pub fn validate_routes(
             rewrite,
             redirect,
         };
+        let mirror = raw.mirror.clone().and_then(|m| {
+            crate::mirror::validate(m, &format!("{path}.mirror"), names.services, errors)
+        });
         let cache = raw
             .cache
             .as_ref()
@@ -429,6 +436,7 @@ pub fn validate_routes(
                 require_claims,
                 rate_limit: raw.rate_limit,
                 cache,
+                mirror,
                 policy: Arc::new(policy),
             });
         }
@@ -531,11 +539,7 @@ fn split_config(
     }
     let sticky = sticky.and_then(|s| match (&s.cookie, &s.hash_key) {
         (Some(name), None) => {
-            let ok = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-            if !ok {
+            if !crate::upstream::config::valid_cookie_name(name) {
                 errors.push(ConfigError::new(
                     format!("{path}.split_sticky.cookie"),
                     format!("invalid cookie name {name:?} (letters, digits, _ - .)"),

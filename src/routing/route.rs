@@ -29,6 +29,8 @@ pub struct Route {
     pub limits: Box<[Arc<Policy>]>,
     /// Kept across reloads while the route's cache settings are unchanged.
     pub cache: Option<Arc<RouteCache>>,
+    /// `mirror:`: copies of a share of the requests go to another service.
+    pub mirror: Option<Box<crate::mirror::Mirror>>,
     pub policy: Arc<RoutePolicy>,
     /// Metric children, resolved on first use.
     pub metrics: RouteMetrics,

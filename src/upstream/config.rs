@@ -29,6 +29,7 @@ struct RawService {
     timeouts: Option<RawTimeouts>,
     retries: Option<RawRetries>,
     circuit_breaker: Option<RawBreaker>,
+    sticky: Option<RawSticky>,
     /// Speak HTTP/2 (prior knowledge, h2c) to these upstreams.
     #[serde(default)]
     http2: bool,
@@ -39,6 +40,15 @@ struct RawService {
 struct RawUpstream {
     address: String,
     weight: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSticky {
+    cookie: Option<String>,
+    ttl: Option<Dur>,
+    secure: Option<bool>,
+    http_only: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,6 +80,16 @@ struct RawHealthCheck {
     timeout: Option<Dur>,
     healthy_after: Option<u32>,
     unhealthy_after: Option<u32>,
+    adaptive: Option<RawAdaptive>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdaptive {
+    healthy: Option<Dur>,
+    suspect: Option<Dur>,
+    unhealthy: Option<Dur>,
+    recover_after: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -167,10 +187,24 @@ pub enum HealthKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheckConfig {
     pub kind: HealthKind,
+    /// Between checks of each upstream (adaptive checks: while it is unhealthy).
     pub interval: Duration,
     pub timeout: Duration,
     pub healthy_after: u32,
     pub unhealthy_after: u32,
+    pub adaptive: Option<Adaptive>,
+}
+
+/// `health_check.adaptive`: each upstream is checked as often as its state calls for:
+/// every `healthy` while it passes, every `suspect` once a check failed, every
+/// `unhealthy` while out of rotation, and back to `healthy` after `recover_after`
+/// consecutive passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Adaptive {
+    pub healthy: Duration,
+    pub suspect: Duration,
+    pub unhealthy: Duration,
+    pub recover_after: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,6 +213,44 @@ pub struct Timeouts {
     pub read: Duration,
     pub write: Duration,
     pub idle: Duration,
+}
+
+/// `sticky:`: the gateway pins a client to the upstream that first answered it with a
+/// cookie naming that upstream (opaquely).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StickyConfig {
+    pub cookie: String,
+    /// `Max-Age`; without it the cookie lasts for the browser session.
+    pub ttl: Option<Duration>,
+    pub secure: bool,
+    pub http_only: bool,
+}
+
+impl StickyConfig {
+    /// What follows `name=value` in the `Set-Cookie` header.
+    pub fn attributes(&self) -> String {
+        let mut a = String::from("; Path=/");
+        if let Some(ttl) = self.ttl {
+            a.push_str(&format!("; Max-Age={}", ttl.as_secs()));
+        }
+        if self.secure {
+            a.push_str("; Secure");
+        }
+        if self.http_only {
+            a.push_str("; HttpOnly");
+        }
+        a.push_str("; SameSite=Lax");
+        a
+    }
+}
+
+/// A cookie name (RFC 6265 token, kept to the characters people use).
+pub fn valid_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,6 +276,7 @@ pub struct ServiceConfig {
     /// How long requests already on a member that left the set may still run.
     pub drain_timeout: Duration,
     pub tls: Option<UpstreamTls>,
+    pub sticky: Option<StickyConfig>,
 }
 
 impl ServiceConfig {
@@ -406,6 +479,28 @@ fn validate_service(
     let circuit_breaker = raw
         .circuit_breaker
         .map(|b| BreakerConfig::from_raw(b, &format!("{path}.circuit_breaker"), errors));
+    let sticky = raw.sticky.map(|s| {
+        let cookie = s.cookie.unwrap_or_else(|| "gh_affinity".to_string());
+        if !valid_cookie_name(&cookie) {
+            errors.push(ConfigError::new(
+                format!("{path}.sticky.cookie"),
+                format!("invalid cookie name {cookie:?} (letters, digits, _ - .)"),
+            ));
+        }
+        let ttl = s.ttl.map(|d| d.0);
+        if ttl.is_some_and(|t| t < Duration::from_secs(1)) {
+            errors.push(ConfigError::new(
+                format!("{path}.sticky.ttl"),
+                "must be at least 1s (leave it out for a browser-session cookie)",
+            ));
+        }
+        StickyConfig {
+            cookie,
+            ttl,
+            secure: s.secure.unwrap_or(false),
+            http_only: s.http_only.unwrap_or(true),
+        }
+    });
     (errors.len() == before).then_some(ServiceConfig {
         name,
         upstreams,
@@ -422,6 +517,7 @@ fn validate_service(
         resolve_interval,
         drain_timeout,
         tls,
+        sticky,
     })
 }
 
@@ -642,8 +738,44 @@ fn validate_health(
             HealthKind::Tcp
         }
     };
-    let interval = h.interval.map_or(Duration::from_secs(5), |d| d.0);
-    if interval < Duration::from_millis(50) {
+    let adaptive = h.adaptive.map(|a| {
+        if h.interval.is_some() {
+            errors.push(ConfigError::new(
+                format!("{path}.interval"),
+                "give interval or adaptive, not both",
+            ));
+        }
+        let adaptive = Adaptive {
+            healthy: a.healthy.map_or(Duration::from_secs(30), |d| d.0),
+            suspect: a.suspect.map_or(Duration::from_secs(10), |d| d.0),
+            unhealthy: a.unhealthy.map_or(Duration::from_secs(5), |d| d.0),
+            recover_after: a.recover_after.unwrap_or(3),
+        };
+        for (field, d) in [
+            ("healthy", adaptive.healthy),
+            ("suspect", adaptive.suspect),
+            ("unhealthy", adaptive.unhealthy),
+        ] {
+            if d < Duration::from_millis(50) {
+                errors.push(ConfigError::new(
+                    format!("{path}.adaptive.{field}"),
+                    "must be at least 50ms",
+                ));
+            }
+        }
+        if !(1..=100).contains(&adaptive.recover_after) {
+            errors.push(ConfigError::new(
+                format!("{path}.adaptive.recover_after"),
+                "must be between 1 and 100",
+            ));
+        }
+        adaptive
+    });
+    let interval = match &adaptive {
+        Some(a) => a.unhealthy,
+        None => h.interval.map_or(Duration::from_secs(5), |d| d.0),
+    };
+    if interval < Duration::from_millis(50) && adaptive.is_none() {
         errors.push(ConfigError::new(
             format!("{path}.interval"),
             "must be at least 50ms",
@@ -675,5 +807,6 @@ fn validate_health(
         timeout,
         healthy_after,
         unhealthy_after,
+        adaptive,
     })
 }

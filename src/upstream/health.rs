@@ -5,6 +5,7 @@
 //! it reaches each member exactly as requests do: the same peer (TLS settings, client
 //! certificate, SNI of that member, HTTP version), built by [`super::peer::build`].
 
+use super::adaptive::{HealthState, Rules, Tracker};
 use super::config::{HealthCheckConfig, HealthKind, ServiceConfig};
 use super::discovery::MemberInfo;
 use super::peer::{self, PeerTimeouts};
@@ -25,8 +26,12 @@ use std::time::Duration;
 /// not change, so health state carries over and only one loop probes.
 pub struct HealthProbe {
     pub(super) registry: Arc<HealthRegistry>,
+    /// How often the loop runs a pass (adaptive checks: how often it looks for
+    /// upstreams that are due).
     interval: Duration,
     started: AtomicBool,
+    /// Adaptive checks: each upstream's state and next check.
+    pub(super) adaptive: Option<Arc<Tracker>>,
 }
 
 impl HealthProbe {
@@ -38,11 +43,21 @@ impl HealthProbe {
             b.addr.hash(&mut h);
             h.finish()
         });
-        registry.set_health_check(Box::new(Probe::new(config, hc)));
+        let adaptive = hc.adaptive.map(|adaptive| {
+            Arc::new(Tracker::new(Rules {
+                adaptive,
+                healthy_after: hc.healthy_after,
+                unhealthy_after: hc.unhealthy_after,
+            }))
+        });
+        let mut probe = Probe::new(config, hc);
+        probe.adaptive = adaptive.clone();
+        registry.set_health_check(Box::new(probe));
         HealthProbe {
             registry: Arc::new(registry),
-            interval: hc.interval,
+            interval: adaptive.as_ref().map_or(hc.interval, |t| t.tick()),
             started: AtomicBool::new(false),
+            adaptive,
         }
     }
 }
@@ -55,6 +70,7 @@ struct Probe {
     check: HealthCheckConfig,
     http: Connector,
     tcp: TransportConnector,
+    adaptive: Option<Arc<Tracker>>,
 }
 
 impl Probe {
@@ -65,6 +81,7 @@ impl Probe {
             check: check.clone(),
             http: Connector::new(None),
             tcp: TransportConnector::new(None),
+            adaptive: None,
         }
     }
 
@@ -99,7 +116,10 @@ impl Probe {
 #[async_trait]
 impl HealthCheck for Probe {
     fn health_threshold(&self, success: bool) -> usize {
-        if success {
+        if self.adaptive.is_some() {
+            // The tracker decides; the registry mirrors each verdict.
+            1
+        } else if success {
             self.check.healthy_after as usize
         } else {
             self.check.unhealthy_after as usize
@@ -107,6 +127,70 @@ impl HealthCheck for Probe {
     }
 
     async fn check(&self, target: &Backend) -> Result<()> {
+        let Some(tracker) = &self.adaptive else {
+            return self.probe(target).await;
+        };
+        let Some(&addr) = target.addr.as_inet() else {
+            return Error::e_explain(ErrorType::InternalError, "not an IP upstream");
+        };
+        if let Err(state) = tracker.due(addr, std::time::Instant::now()) {
+            // Not due: the verdict stands.
+            return verdict(state, None);
+        }
+        let result = self.probe(target).await;
+        let (before, state) = tracker.record(addr, result.is_ok(), std::time::Instant::now());
+        if before != state && state.in_rotation() && before.in_rotation() {
+            // Into or out of rotation is logged by health_status_change.
+            log::info!(
+                "service {}: upstream {addr} is now {} ({})",
+                self.service,
+                state.name(),
+                result
+                    .as_ref()
+                    .err()
+                    .map_or_else(|| "check passed".to_string(), |e| e.to_string())
+            );
+        }
+        verdict(state, result.err())
+    }
+
+    async fn health_status_change(&self, target: &Backend, healthy: bool) {
+        let label = target
+            .ext
+            .get::<MemberInfo>()
+            .map_or_else(|| target.addr.to_string(), |m| m.label.to_string());
+        if healthy {
+            log::info!(
+                "service {}: upstream {label} is healthy again",
+                self.service
+            );
+        } else {
+            log::warn!(
+                "service {}: upstream {label} failed its health check and is out of rotation",
+                self.service
+            );
+        }
+    }
+}
+
+/// What an adaptive check tells the registry: in rotation or not (with the check's own
+/// error when there is one).
+fn verdict(state: HealthState, error: Option<Box<Error>>) -> Result<()> {
+    if state.in_rotation() {
+        return Ok(());
+    }
+    match error {
+        Some(e) => Err(e),
+        None => Error::e_explain(
+            ErrorType::CustomCode("unhealthy", 0),
+            "failing its adaptive health checks",
+        ),
+    }
+}
+
+impl Probe {
+    /// One check of one member.
+    async fn probe(&self, target: &Backend) -> Result<()> {
         let host = target
             .ext
             .get::<MemberInfo>()
@@ -139,24 +223,6 @@ impl HealthCheck for Probe {
         match tokio::time::timeout(t * 2, work).await {
             Ok(r) => r,
             Err(_) => Error::e_explain(ErrorType::ConnectTimedout, "health check timed out"),
-        }
-    }
-
-    async fn health_status_change(&self, target: &Backend, healthy: bool) {
-        let label = target
-            .ext
-            .get::<MemberInfo>()
-            .map_or_else(|| target.addr.to_string(), |m| m.label.to_string());
-        if healthy {
-            log::info!(
-                "service {}: upstream {label} is healthy again",
-                self.service
-            );
-        } else {
-            log::warn!(
-                "service {}: upstream {label} failed its health check and is out of rotation",
-                self.service
-            );
         }
     }
 }

@@ -17,6 +17,7 @@
 //! walks indices instead (`benches/selection.rs` compares the two). Health is still
 //! Pingora's: a backend is out of rotation while `Backends::ready` says so.
 
+mod adaptive;
 pub mod config;
 pub mod discovery;
 mod health;
@@ -24,6 +25,7 @@ pub mod peer;
 pub mod selector;
 mod state;
 
+pub use adaptive::HealthState;
 pub use config::{Balance, HashKey, ServiceConfig};
 pub use discovery::{LookupState, MemberInfo, Source};
 pub use state::{InflightCounter, InflightGuard, UpstreamState};
@@ -65,12 +67,19 @@ pub struct Members {
     pub upstreams: Vec<Upstream>,
     selector: Selector,
     by_addr: HashMap<SocketAddr, usize>,
+    /// `sticky:` services: each upstream's cookie value, and its `Set-Cookie` header.
+    sticky: Option<StickyMembers>,
+}
+
+struct StickyMembers {
+    ids: Box<[Box<[u8]>]>,
+    set_cookie: Box<[http::HeaderValue]>,
 }
 
 impl Members {
-    fn new(balance: Balance, upstreams: Vec<Upstream>) -> Self {
+    fn new(config: &ServiceConfig, upstreams: Vec<Upstream>) -> Self {
         let selector = Selector::new(
-            balance,
+            config.balance,
             upstreams
                 .iter()
                 .map(|u| Member {
@@ -84,16 +93,75 @@ impl Members {
             .enumerate()
             .map(|(i, u)| (u.addr, i))
             .collect();
+        let sticky = config.sticky.as_ref().map(|s| {
+            let ids: Box<[Box<[u8]>]> = upstreams
+                .iter()
+                .map(|u| {
+                    sticky_id(&config.name, u.addr)
+                        .into_bytes()
+                        .into_boxed_slice()
+                })
+                .collect();
+            let attributes = s.attributes();
+            let set_cookie = ids
+                .iter()
+                .filter_map(|id| {
+                    let mut v =
+                        Vec::with_capacity(s.cookie.len() + 1 + id.len() + attributes.len());
+                    v.extend_from_slice(s.cookie.as_bytes());
+                    v.push(b'=');
+                    v.extend_from_slice(id);
+                    v.extend_from_slice(attributes.as_bytes());
+                    http::HeaderValue::from_bytes(&v).ok()
+                })
+                .collect();
+            StickyMembers { ids, set_cookie }
+        });
         Members {
             upstreams,
             selector,
             by_addr,
+            sticky,
         }
     }
 
     fn state_of(&self, addr: SocketAddr) -> Option<&Arc<UpstreamState>> {
         self.by_addr.get(&addr).map(|&i| &self.upstreams[i].state)
     }
+
+    /// The upstream a sticky cookie's value names, if it is still a member.
+    pub fn sticky_index(&self, value: &[u8]) -> Option<usize> {
+        self.sticky
+            .as_ref()?
+            .ids
+            .iter()
+            .position(|id| **id == *value)
+    }
+
+    /// The cookie value naming upstream `i` (`sticky:` services).
+    pub fn sticky_id(&self, i: usize) -> Option<&str> {
+        std::str::from_utf8(self.sticky.as_ref()?.ids.get(i)?).ok()
+    }
+
+    /// The `Set-Cookie` value that pins a client to upstream `i` (`sticky:` services).
+    pub fn sticky_cookie(&self, i: usize) -> Option<&http::HeaderValue> {
+        self.sticky.as_ref()?.set_cookie.get(i)
+    }
+}
+
+/// The cookie value naming an upstream of a sticky service: the first 64 bits of
+/// SHA-256 over the service name and the upstream's address, in hex. Opaque to clients
+/// (it does not show the address), the same in every gateway instance and across
+/// restarts, and it changes when the upstream's address does.
+fn sticky_id(service: &str, addr: SocketAddr) -> String {
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("gatehouse-sticky\0{service}\0{addr}").as_bytes(),
+    );
+    digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A service: its members and their health, how they are found, and its settings.
@@ -161,7 +229,7 @@ impl ServiceRuntime {
             name: config.name.as_str().into(),
             config: config.clone(),
             backends,
-            members: ArcSwap::from_pointee(Members::new(config.balance, Vec::new())),
+            members: ArcSwap::from_pointee(Members::new(config, Vec::new())),
             lookups,
             dynamic,
             probe,
@@ -258,6 +326,9 @@ impl ServiceRuntime {
                 info: info.clone(),
             });
         }
+        if let Some(tracker) = self.probe.as_ref().and_then(|p| p.adaptive.as_ref()) {
+            tracker.retain(|a| upstreams.iter().any(|u| u.addr == *a));
+        }
         let out = upstreams
             .iter()
             .filter(|u| u.state.breaker.state() != crate::breaker::State::Closed)
@@ -294,7 +365,7 @@ impl ServiceRuntime {
             }
         }
         self.members
-            .store(Arc::new(Members::new(self.config.balance, upstreams)));
+            .store(Arc::new(Members::new(&self.config, upstreams)));
     }
 
     /// The members this service had that `next` (its successor after a reload, or none
@@ -374,7 +445,27 @@ impl ServiceRuntime {
     /// Pick an upstream: healthy, still a member (a request's members may have changed
     /// since it took them), admitted by its breaker, and not yet tried by this request if
     /// another one qualifies.
-    pub fn select(&self, members: &Members, key: &[u8], tried: &[usize]) -> Selection {
+    ///
+    /// `prefer` (a sticky cookie's upstream) is taken when it qualifies and was not tried.
+    pub fn select(
+        &self,
+        members: &Members,
+        key: &[u8],
+        tried: &[usize],
+        prefer: Option<usize>,
+    ) -> Selection {
+        if let Some(i) = prefer.filter(|i| {
+            *i < members.upstreams.len()
+                && !tried.contains(i)
+                && self.is_healthy(members, *i)
+                && !members.upstreams[*i].state.is_draining()
+        }) {
+            let breaker = &members.upstreams[i].state.breaker;
+            match breaker.try_acquire() {
+                Admission::Rejected => {}
+                a => return Selection::Chosen(i, Ticket::new(breaker.clone(), a)),
+            }
+        }
         for allow_tried in [false, true] {
             if allow_tried && tried.is_empty() {
                 break;
@@ -424,6 +515,29 @@ impl ServiceRuntime {
     /// hashes the backend).
     pub fn is_healthy(&self, members: &Members, upstream: usize) -> bool {
         self.probe.is_none() || self.backends.ready(&members.upstreams[upstream].backend)
+    }
+
+    /// An upstream for a mirrored copy: in rotation, not draining, its breaker closed.
+    /// Copies take no breaker ticket: they do not count for or against an upstream.
+    pub fn pick_for_copy(&self, members: &Members) -> Option<usize> {
+        members.selector.candidates(b"").find(|&i| {
+            self.is_healthy(members, i)
+                && !members.upstreams[i].state.is_draining()
+                && members.upstreams[i].state.breaker.state() == crate::breaker::State::Closed
+        })
+    }
+
+    /// Where an upstream stands in its active checks: healthy or unhealthy (as Pingora's
+    /// registry has it), or with adaptive checks also suspect.
+    pub fn health_state(&self, members: &Members, upstream: usize) -> HealthState {
+        if let Some(tracker) = self.probe.as_ref().and_then(|p| p.adaptive.as_ref()) {
+            return tracker.state(members.upstreams[upstream].addr);
+        }
+        if self.is_healthy(members, upstream) {
+            HealthState::Healthy
+        } else {
+            HealthState::Unhealthy
+        }
     }
 
     pub fn healthy_count(&self) -> usize {

@@ -134,3 +134,73 @@ fn an_empty_service_has_no_candidates() {
         assert_eq!(build(balance, &[]).candidates(b"x").next(), None);
     }
 }
+
+mod adaptive {
+    use crate::upstream::adaptive::{HealthState, Rules, Tracker};
+    use crate::upstream::config::Adaptive;
+    use std::time::{Duration, Instant};
+
+    fn tracker() -> Tracker {
+        Tracker::new(Rules {
+            adaptive: Adaptive {
+                healthy: Duration::from_secs(30),
+                suspect: Duration::from_secs(10),
+                unhealthy: Duration::from_secs(5),
+                recover_after: 3,
+            },
+            healthy_after: 1,
+            unhealthy_after: 2,
+        })
+    }
+
+    #[test]
+    fn states_and_intervals_follow_the_design() {
+        let t = tracker();
+        let a = "127.0.0.1:1".parse().unwrap();
+        let now = Instant::now();
+        let secs = |s| now + Duration::from_secs(s);
+        assert_eq!(t.due(a, now), Ok(()), "a new upstream is checked at once");
+        assert_eq!(t.state(a), HealthState::Healthy);
+        assert_eq!(
+            t.record(a, true, now),
+            (HealthState::Healthy, HealthState::Healthy)
+        );
+        assert_eq!(t.due(a, secs(29)), Err(HealthState::Healthy));
+        assert_eq!(t.due(a, secs(30)), Ok(()));
+        // One failure: suspect, checked every 10 s, still in rotation.
+        assert_eq!(t.record(a, false, secs(30)).1, HealthState::Suspect);
+        assert!(HealthState::Suspect.in_rotation());
+        assert_eq!(t.due(a, secs(39)), Err(HealthState::Suspect));
+        // A pass resets the failures but does not end the suspicion.
+        assert_eq!(t.record(a, true, secs(40)).1, HealthState::Suspect);
+        assert_eq!(t.record(a, false, secs(50)).1, HealthState::Suspect);
+        // Two failures in a row: out, checked every 5 s.
+        assert_eq!(t.record(a, false, secs(60)).1, HealthState::Unhealthy);
+        assert_eq!(t.due(a, secs(64)), Err(HealthState::Unhealthy));
+        assert_eq!(t.due(a, secs(65)), Ok(()));
+        // One pass (healthy_after): back in rotation, suspect; three: healthy again.
+        assert_eq!(t.record(a, true, secs(65)).1, HealthState::Suspect);
+        assert_eq!(t.due(a, secs(74)), Err(HealthState::Suspect));
+        assert_eq!(t.record(a, true, secs(75)).1, HealthState::Suspect);
+        assert_eq!(t.record(a, true, secs(85)).1, HealthState::Healthy);
+        assert_eq!(t.due(a, secs(114)), Err(HealthState::Healthy));
+        t.retain(|_| false);
+        assert_eq!(t.due(a, secs(86)), Ok(()), "forgotten: due again");
+    }
+
+    #[test]
+    fn tick_is_a_tenth_of_the_shortest_interval_within_bounds() {
+        assert_eq!(tracker().tick(), Duration::from_millis(500));
+        let fast = Tracker::new(Rules {
+            adaptive: Adaptive {
+                healthy: Duration::from_millis(50),
+                suspect: Duration::from_millis(50),
+                unhealthy: Duration::from_millis(50),
+                recover_after: 1,
+            },
+            healthy_after: 1,
+            unhealthy_after: 1,
+        });
+        assert_eq!(fast.tick(), Duration::from_millis(10));
+    }
+}

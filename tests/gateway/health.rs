@@ -124,3 +124,116 @@ fn slow_upstream_is_504() {
         .metric("gatehouse_upstream_requests_total", "outcome=\"timeout\"")
         .is_some_and(|v| v >= 1.0));
 }
+
+/// Gaps between consecutive probe times, in ms.
+fn gaps(times: &[std::time::Instant]) -> Vec<u128> {
+    times
+        .windows(2)
+        .map(|w| w[1].duration_since(w[0]).as_millis())
+        .collect()
+}
+
+fn health_state(gw: &Gateway, upstream: &str) -> String {
+    gw.status()["services"][0]["upstreams"]
+        .as_array()
+        .and_then(|list| list.iter().find(|u| u["address"] == upstream))
+        .and_then(|u| u["health_state"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn adaptive_checks_probe_as_often_as_each_state_calls_for() {
+    let up = upstreams(2);
+    let b = up[1].addr().to_string();
+    let gw = start(
+        &up,
+        "    health_check: { type: http, path: /health, timeout: 200ms, healthy_after: 1, unhealthy_after: 2, adaptive: { healthy: 800ms, suspect: 300ms, unhealthy: 100ms, recover_after: 3 } }\n",
+    );
+    // Healthy: every 800 ms.
+    std::thread::sleep(Duration::from_millis(2900));
+    let healthy = gaps(&up[1].health_checks());
+    assert!(healthy.len() >= 2, "{healthy:?}");
+    assert!(
+        healthy.iter().all(|g| (700..=1100).contains(g)),
+        "healthy gaps {healthy:?}"
+    );
+    assert_eq!(health_state(&gw, &b), "healthy");
+    assert_eq!(
+        gw.metric(
+            "gatehouse_upstream_health_state",
+            &format!("upstream=\"{b}\"")
+        ),
+        Some(0.0)
+    );
+
+    // A failed check makes it suspect (checked every 300 ms, still in rotation); the
+    // second failure in a row takes it out (every 100 ms).
+    let t0 = std::time::Instant::now();
+    up[1].set_healthy(false);
+    assert!(wait_until(Duration::from_secs(3), || health_state(&gw, &b)
+        == "unhealthy"));
+    std::thread::sleep(Duration::from_millis(700));
+    let after: Vec<_> = up[1]
+        .health_checks()
+        .into_iter()
+        .filter(|t| *t > t0)
+        .collect();
+    let failing = gaps(&after);
+    assert!(failing.len() >= 5, "{failing:?}");
+    assert!((230..=450).contains(&failing[0]), "suspect gap {failing:?}");
+    assert!(
+        failing[1..].iter().all(|g| (60..=250).contains(g)),
+        "unhealthy gaps {failing:?}"
+    );
+    assert_eq!(gw.upstream_healthy("s", &b), Some(false));
+    assert_eq!(
+        gw.metric(
+            "gatehouse_upstream_health_state",
+            &format!("upstream=\"{b}\"")
+        ),
+        Some(2.0)
+    );
+    assert!((0..10).all(|_| gw.get("/").upstream() == "a"));
+
+    // Passing again: back in rotation at once (healthy_after: 1) but suspect, checked
+    // every 300 ms, and healthy (every 800 ms) after recover_after: 3 passes.
+    let t1 = std::time::Instant::now();
+    up[1].set_healthy(true);
+    assert!(
+        wait_until(Duration::from_secs(2), || health_state(&gw, &b)
+            == "suspect"),
+        "suspect while recovering"
+    );
+    assert_eq!(gw.upstream_healthy("s", &b), Some(true));
+    assert!(wait_until(Duration::from_secs(3), || health_state(&gw, &b)
+        == "healthy"));
+    std::thread::sleep(Duration::from_millis(1000));
+    let after: Vec<_> = up[1]
+        .health_checks()
+        .into_iter()
+        .filter(|t| *t > t1)
+        .collect();
+    let recovering = gaps(&after);
+    assert!(recovering.len() >= 3, "{recovering:?}");
+    assert!(
+        recovering[..2].iter().all(|g| (230..=450).contains(g)),
+        "suspect gaps {recovering:?}"
+    );
+    assert!(
+        (700..=1100).contains(&recovering[2]),
+        "healthy gap {recovering:?}"
+    );
+}
+
+#[test]
+fn adaptive_config_errors_name_their_path() {
+    assert_config_errors(
+        "services:\n  s:\n    health_check: { type: http, interval: 1s, adaptive: { healthy: 10ms, recover_after: 0 } }\n    upstreams: [ { address: \"127.0.0.1:1\" } ]\nroutes:\n  - { name: r, match: { path_prefix: / }, service: s }\n",
+        &[
+            "services.s.health_check.interval",
+            "services.s.health_check.adaptive.healthy",
+            "services.s.health_check.adaptive.recover_after",
+        ],
+    );
+}

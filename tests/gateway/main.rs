@@ -27,5 +27,6 @@ mod redis_fleet;
 mod redis_store;
 mod resilience;
 mod routing;
+mod shadow;
 mod traffic;
 mod upstream_tls;

@@ -56,6 +56,112 @@ fn conditional_requests_get_304_from_a_fresh_entry() {
 }
 
 #[test]
+fn stale_entries_are_revalidated_upstream_and_a_304_refreshes_them() {
+    let up = upstreams(1);
+    let gw = one_route(
+        &up[0],
+        "    cache: { ttl: 1s, max_entries: 100, max_body: 64KiB }\n",
+        "",
+    );
+    let first = gw.get("/doc/etag/1");
+    assert_eq!((first.status, first.header("x-cache")), (200, Some("MISS")));
+    assert_eq!(gw.get("/doc/etag/1").header("x-cache"), Some("HIT"));
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    // Stale: the upstream is asked with the stored validators and answers 304 (the
+    // echo does so only for If-None-Match: "v1"), so the stored body is served again.
+    let r = gw.get("/doc/etag/1");
+    assert_eq!((r.status, r.header("x-cache")), (200, Some("REVALIDATED")));
+    assert_eq!(r.body, first.body, "the stored body, not a new one");
+    assert_eq!(r.header("etag"), Some("\"v1\""));
+    assert_eq!(up[0].requests(), 2);
+    assert_eq!(
+        up[0].seen().last().map(String::as_str),
+        Some("GET /doc/etag/1 0")
+    );
+    // Refreshed: fresh again for the route's ttl, served without asking.
+    let r = gw.get("/doc/etag/1");
+    assert_eq!((r.status, r.header("x-cache")), (200, Some("HIT")));
+    assert_eq!(up[0].requests(), 2);
+    // A client's own conditional on a stale entry: revalidated, then 304 to it.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let r = request(
+        gw.addr,
+        "GET",
+        "/doc/etag/1",
+        &[("if-none-match", "\"v1\"")],
+        b"",
+    )
+    .expect("req");
+    assert_eq!((r.status, r.header("x-cache")), (304, Some("REVALIDATED")));
+    assert!(r.body.is_empty());
+    assert_eq!(up[0].requests(), 3);
+    // The connection stays usable after a revalidation.
+    let raw = b"GET /doc/etag/1 HTTP/1.1\r\nHost: t\r\n\r\nGET /doc/etag/1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    let mut s = std::net::TcpStream::connect(gw.addr).expect("connect");
+    std::io::Write::write_all(&mut s, raw).expect("write");
+    let mut all = String::new();
+    s.read_to_string(&mut all).expect("read");
+    assert_eq!(all.matches("HTTP/1.1 200").count(), 2, "{all}");
+    assert_eq!(
+        gw.metric(
+            "gatehouse_cache_requests_total",
+            "result=\"revalidated\",route=\"r\""
+        ),
+        Some(2.0)
+    );
+    // Without validators a stale entry is simply fetched again.
+    assert_eq!(gw.get("/plain").header("x-cache"), Some("MISS"));
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    assert_eq!(gw.get("/plain").header("x-cache"), Some("MISS"));
+}
+
+#[test]
+fn admin_purge_drops_entries_by_route_and_path_prefix() {
+    let up = upstreams(1);
+    let gw = Gateway::start(&format!(
+        "services:\n  s: {{ upstreams: [{{ address: \"{}\" }}] }}\nroutes:\n  - {{ name: a, match: {{ path_prefix: /a }}, service: s, cache: {{ ttl: 60s }} }}\n  - {{ name: b, match: {{ path_prefix: /b }}, service: s, cache: {{ ttl: 60s }} }}\n  - {{ name: c, match: {{ path_prefix: /c }}, service: s }}\n",
+        up[0].addr()
+    ));
+    let paths = ["/a/1", "/a/2", "/a/x/3", "/a/x/4?q=1", "/b/1"];
+    for p in paths {
+        assert_eq!(gw.get(p).header("x-cache"), Some("MISS"), "{p}");
+        assert_eq!(gw.get(p).header("x-cache"), Some("HIT"), "{p}");
+    }
+    let purge = |query: &str| {
+        request(
+            gw.admin,
+            "POST",
+            &format!("/admin/cache/purge{query}"),
+            &[],
+            b"",
+        )
+        .expect("purge")
+    };
+    let r = purge("?route=a&prefix=%2Fa%2Fx");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["purged"], 2);
+    assert_eq!(gw.get("/a/x/3").header("x-cache"), Some("MISS"));
+    assert_eq!(gw.get("/a/x/4?q=1").header("x-cache"), Some("MISS"));
+    assert_eq!(gw.get("/a/1").header("x-cache"), Some("HIT"));
+    assert_eq!(gw.get("/b/1").header("x-cache"), Some("HIT"));
+    let r = purge("?route=a");
+    assert_eq!(r.json()["purged"], 4);
+    assert_eq!(r.json()["routes"]["a"], 4);
+    assert_eq!(gw.get("/a/2").header("x-cache"), Some("MISS"));
+    assert_eq!(gw.get("/b/1").header("x-cache"), Some("HIT"));
+    // Every cached route at once.
+    let r = purge("");
+    assert_eq!(r.json()["purged"], 2, "{}", r.text());
+    assert_eq!(gw.get("/b/1").header("x-cache"), Some("MISS"));
+    // Mistakes get a clear answer.
+    assert_eq!(purge("?route=zzz").status, 404);
+    assert_eq!(purge("?route=c").status, 409);
+    assert_eq!(purge("?prefix=a").status, 400);
+    let r = request(gw.admin, "GET", "/admin/cache/purge", &[], b"").expect("get");
+    assert_eq!(r.status, 405);
+}
+
+#[test]
 fn cache_miss_then_hit_and_what_is_never_stored() {
     let up = upstreams(1);
     let gw = one_route(

@@ -491,3 +491,4 @@ fn stored_headers_drop_hop_by_hop_and_cookies() {
 
 mod evict;
 mod fill;
+mod revalidate;
