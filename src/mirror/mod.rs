@@ -257,7 +257,7 @@ async fn send_copy(
     // The copy was made for the primary's upstream: fit it to this one's protocol.
     match &session {
         HttpSession::H2(_) => to_h2(&mut header, peer.is_tls())?,
-        _ => header.set_version(http::Version::HTTP_11),
+        _ => to_h1(&mut header)?,
     }
     session.write_request_header(Box::new(header)).await?;
     if !body.is_empty() {
@@ -267,6 +267,27 @@ async fn send_copy(
     session.read_response_header().await?;
     while session.read_response_body().await?.is_some() {}
     connector.release_http_session(session, &peer, None).await;
+    Ok(())
+}
+
+/// A request head for HTTP/1.1: origin-form target, the authority (an HTTP/2 primary's
+/// copy has it in the URI) in `Host`.
+fn to_h1(header: &mut RequestHeader) -> pingora::Result<()> {
+    header.set_version(http::Version::HTTP_11);
+    if let Some(authority) = header.uri.authority().map(|a| a.as_str().to_string()) {
+        if !header.headers.contains_key(http::header::HOST) {
+            header.insert_header(http::header::HOST, authority)?;
+        }
+        let path = header
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let uri = path.parse::<http::Uri>().map_err(|e| {
+            pingora::Error::because(pingora::ErrorType::InvalidHTTPHeader, "mirror URI", e)
+        })?;
+        header.set_uri(uri);
+    }
     Ok(())
 }
 
