@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-bin=$(pwd)/target/release/gatehouse
+bin=$(realpath "${GATEHOUSE_BIN:-target/release/gatehouse}")
 ctl=$(pwd)/systemd/gatehouse-ctl
 sed -e "s#/usr/local/bin/gatehouse-ctl#$ctl#g" -e "s#/usr/local/bin/gatehouse #$bin #g" \
   systemd/gatehouse.service > "$tmp/gatehouse.service"
