@@ -5,8 +5,8 @@ usage: report.py MEASUREMENTS RSS META [oha]
 
 MEASUREMENTS: tab-separated lines written by run.sh
   wrk  body rep target rps p50 p99 cpu_us_per_req proxy_cpu_pct errors requests cpu1_busy origin_cpu_pct access_lines
-  oha  body rep target rps p50 p99 nan nan errors requests nan nan 0 rate
-  pair body rep target_a target_b cpu_us_per_req_a cpu_us_per_req_b errors
+  oha  body rep target rps p50 p99 nan nan errors requests nan nan 0 rate p99.9
+  pair body rep target_a target_b cpu_us_per_req_a cpu_us_per_req_b errors [rps_a rps_b]
 RSS: target <tab> VmHWM kB (summed over the target's processes)
 """
 
@@ -31,6 +31,9 @@ def ratio(x):
     return "–" if x is None or math.isnan(x) else f"{x:.2f}×"
 
 
+SIZES = {"small": "2 B", "large": "16 KiB", "huge": "64 KiB"}
+
+
 def main():
     meas_path, rss_path, meta_path = sys.argv[1:4]
     have_oha = len(sys.argv) > 4 and sys.argv[4] == "oha"
@@ -38,11 +41,14 @@ def main():
     wrk = defaultdict(lambda: defaultdict(dict))  # body -> target -> rep -> fields
     oha = defaultdict(lambda: defaultdict(dict))
     order = OrderedDict()
-    pairs = defaultdict(list)  # (a, b) -> [(cpu_a, cpu_b, errors)]
+    # body -> (a, b) -> [(cpu_a, cpu_b, errors, rps_a, rps_b)]
+    pairs = defaultdict(lambda: defaultdict(list))
     for line in open(meas_path):
         f = line.rstrip("\n").split("\t")
         if f[0] == "pair" and len(f) >= 8:
-            pairs[(f[3], f[4])].append((float(f[5]), float(f[6]), int(f[7])))
+            rps_a, rps_b = (float(f[8]), float(f[9])) if len(f) >= 10 else (math.nan, math.nan)
+            pairs[f[1]][(f[3], f[4])].append(
+                (float(f[5]), float(f[6]), int(f[7]), rps_a, rps_b))
             continue
         if len(f) < 14:
             continue
@@ -52,6 +58,7 @@ def main():
         rec = dict(
             rps=nums[0], p50=nums[1], p99=nums[2], cpu=nums[3], cpu_pct=nums[4],
             errors=nums[5], reqs=nums[6], cpu1=nums[7], origin_pct=nums[8], logged=nums[9],
+            p999=float(f[15]) if len(f) > 15 else math.nan,
         )
         (wrk if kind == "wrk" else oha)[body][target][rep] = rec
     rss = {}
@@ -88,24 +95,25 @@ def main():
 
         lat_src = O if (have_oha and O) else W
         lat_name = "oha, fixed rate, latency-corrected" if lat_src is O else "wrk --latency, closed loop"
-        size = "2 B" if body == "small" else "16 KiB"
+        size = SIZES.get(body, body)
         out.append(f"### /{body} ({size} body)")
         out.append("")
         out.append(
-            "| target | req/s | p50 ms | p99 ms | CPU µs/req | proxy CPU | peak RSS MiB | errors "
+            "| target | req/s | p50 ms | p99 ms | p99.9 ms | CPU µs/req | proxy CPU | peak RSS MiB | errors "
             "| req/s vs nginx | req/s vs bare | CPU/req vs nginx | CPU/req vs bare |"
         )
-        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for t in targets:
             errors = sum(r["errors"] for r in W[t].values()) + sum(
                 r["errors"] for r in O.get(t, {}).values()
             )
             out.append(
-                "| {} | {} | {} | {} | {} | {}% | {} | {} | {} | {} | {} | {} |".format(
+                "| {} | {} | {} | {} | {} | {} | {}% | {} | {} | {} | {} | {} | {} |".format(
                     t,
                     fmt(med(W, t, "rps"), 0),
                     fmt(med(lat_src, t, "p50"), 3),
                     fmt(med(lat_src, t, "p99"), 3),
+                    fmt(med(lat_src, t, "p999"), 3) if lat_src is O else "–",
                     fmt(med(W, t, "cpu"), 1),
                     fmt(med(W, t, "cpu_pct"), 0),
                     fmt(rss.get(t, math.nan), 1),
@@ -128,11 +136,20 @@ def main():
             f"proxy, limits req/s."
         )
         for t in targets:
-            if t.startswith("gh-full"):
+            if t.startswith("gh-full") or t == "nginx-full":
                 per = [r["logged"] / r["reqs"] for r in W[t].values() if r["reqs"] > 0]
+                note = " (buffered: up to 64 KiB or 1 s of lines written late)" if t == "nginx-full" else ""
                 out.append(
-                    f"{t}: access-log lines per request during the wrk runs: {fmt(median(per), 3)}."
+                    f"{t}: access-log lines per request during the wrk runs: {fmt(median(per), 3)}{note}."
                 )
+        if "gh-full" in W and "nginx-full" in W:
+            out.append(
+                f"gh-full ÷ nginx-full (the JWT + rate-limit gateway on nginx, njs), interleaved: "
+                f"CPU/req {ratio(rep_ratio('gh-full', 'nginx-full', 'cpu'))} "
+                f"(per repetition {spread('gh-full', 'nginx-full', 'cpu')}), "
+                f"req/s {ratio(rep_ratio('gh-full', 'nginx-full', 'rps'))} "
+                f"(per repetition {spread('gh-full', 'nginx-full', 'rps')})."
+            )
         out.append("")
 
         # The issue's targets (small body only; the 16 KiB table is informational).
@@ -148,7 +165,7 @@ def main():
                 check(label, v, limit, ok(v), spread(t, base, k))
 
             def pair_check(label, a, b, limit, ok):
-                rs = [x / y for x, y, _ in pairs.get((a, b), []) if y > 0]
+                rs = [x / y for x, y, *_ in pairs.get("small", {}).get((a, b), []) if y > 0]
                 if rs:
                     v = median(rs)
                     check(label + ", side by side", v, limit, ok(v),
@@ -187,19 +204,21 @@ def main():
                     )
                 out.append("")
 
-    if pairs:
-        out.append("### Side by side (small body)")
+    for body, by_pair in pairs.items():  # in run order: small, large, huge
+        out.append(f"### Side by side (/{body}, {SIZES.get(body, body)} body)")
         out.append("")
-        out.append("| pair | CPU µs/req | CPU/req ratio | per repetition | repetitions |")
-        out.append("|---|---:|---:|---:|---:|")
-        for (a, b), runs in pairs.items():
-            rs = [x / y for x, y, _ in runs if y > 0]
+        out.append("| pair | CPU µs/req | CPU/req ratio | per repetition | req/s | repetitions |")
+        out.append("|---|---:|---:|---:|---:|---:|")
+        for (a, b), runs in by_pair.items():
+            rs = [r[0] / r[1] for r in runs if r[1] > 0]
             out.append(
-                f"| {a} beside {b} | {fmt(median([x for x, _, _ in runs]))} vs "
-                f"{fmt(median([y for _, y, _ in runs]))} | {ratio(median(rs))} | "
-                f"{min(rs):.2f}–{max(rs):.2f} | {len(rs)} |"
+                f"| {a} beside {b} | {fmt(median([r[0] for r in runs]))} vs "
+                f"{fmt(median([r[1] for r in runs]))} | {ratio(median(rs))} | "
+                f"{min(rs):.2f}–{max(rs):.2f} | {fmt(median([r[3] for r in runs]), 0)} vs "
+                f"{fmt(median([r[4] for r in runs]), 0)} | {len(rs)} |"
             )
         out.append("")
+    if pairs:
         out.append(
             "Both targets of a pair loaded at the same time (wrk -t1 -c25 each, on CPU 1), "
             "both pinned to CPU 0: each one's CPU per request over the same seconds, so a "
@@ -207,11 +226,13 @@ def main():
             "core's caches, which costs the larger program more: expect a somewhat higher "
             "ratio than from the interleaved runs, with far less spread. Each repetition "
             "starts both anew on two ports that swap from one repetition to the next (a "
-            "listening port alone can cost ~1% CPU per request)."
+            "listening port alone can cost ~1% CPU per request). req/s: each side's wrk "
+            "(-c25) while both run, so the two share CPU 0 and CPU 1: a pair's req/s show "
+            "how the core divides between them, not either one's capacity."
         )
         out.append("")
 
-    all_errors = sum(e for runs in pairs.values() for _, _, e in runs)
+    all_errors = sum(r[2] for by_pair in pairs.values() for runs in by_pair.values() for r in runs)
     for src in (wrk, oha):
         for body in src.values():
             for t in body.values():

@@ -1,23 +1,29 @@
 #!/usr/bin/env bash
-# Gatehouse load benchmark: nginx, HAProxy, bare Pingora, Gatehouse (passthrough) and
-# Gatehouse (full pipeline) in front of one fixed nginx origin, all on loopback.
+# Gatehouse load benchmark: nginx, HAProxy, bare Pingora, Gatehouse (passthrough),
+# Gatehouse (full pipeline) and nginx as a JWT + limit_req gateway (njs) in front of one
+# fixed nginx origin, all on loopback.
 #
-#   benches/load/run.sh [--quick] [--large] [options]
+#   benches/load/run.sh [--quick] [--large] [--huge] [options]
 #
 # Proxies under test run pinned to CPU 0 (all threads); the origin and the load
 # generators run on CPU 1. wrk (closed loop, 50 connections, 1 thread) gives
 # throughput and CPU per request; oha at a fixed rate (50% of the slowest target's wrk
-# throughput, the same for every target) with --latency-correction gives p50/p99.
-# Targets are interleaved (A B C D E, A B C D E, ...); the table shows medians.
+# throughput, the same for every target) with --latency-correction gives p50/p99/p99.9.
+# Targets are interleaved (A B C ..., A B C ..., ...); the table shows medians.
 #
 # Options:
 #   --quick            1 repetition, 5 s runs (smoke test)
-#   --large            also measure the 16 KiB body (second table)
+#   --large            also measure the 16 KiB body (second table): --bodies small,large
+#   --huge             also measure the 64 KiB body (its own table): --bodies small,huge
+#   --bodies LIST      comma-separated subset of small (2 B, the default), large (16 KiB),
+#                      huge (64 KiB): one table each, and the side-by-side pairs for each
 #   --reps N           repetitions (default 3; --quick: 1)
 #   --duration S       seconds per measured run (default 10; --quick: 5)
 #   --warmup S         wrk warm-up before each measured wrk run (default 3; --quick: 1)
 #   --rate N           oha request rate (default: 50% of the slowest wrk median)
-#   --targets LIST     comma-separated subset of: nginx,haproxy,bare,gh-pass,gh-full
+#   --targets LIST     comma-separated subset of: nginx,haproxy,bare,gh-pass,gh-full,
+#                      nginx-full (nginx + njs: HS256 JWT, two limit_req zones, JSON
+#                      access log; the gateway built on nginx, paired with gh-full)
 #                      (also bare-timeouts: bare Pingora with Gatehouse's peer timeouts;
 #                      gh-tls: the passthrough to the origin over HTTPS, verified, pooled,
 #                      paired side by side with gh-pass; gh-key: gh-full with an API key
@@ -27,17 +33,19 @@
 #   --work-stealing B  true|false: Pingora's work-stealing runtime, for bare Pingora and
 #                      both Gatehouse targets alike (default: false, Gatehouse's default;
 #                      true is Pingora's)
-#   --lean             build and run the `lean` profile (fat LTO, codegen-units = 1),
-#                      for bare Pingora and Gatehouse alike (default: the release
-#                      profile the tests use)
+#   --ci-profile       build and run the `ci` profile the tests use (no LTO, 16 codegen
+#                      units), for bare Pingora and Gatehouse alike (default: the
+#                      release profile, fat LTO and one codegen unit: the production
+#                      build). --lean is accepted as the release profile's old name.
 #   --system-malloc    build bare Pingora and Gatehouse alike without the default
 #                      `mimalloc` feature (glibc's malloc)
 #   --no-build         do not run cargo build first
 #   --no-oha           skip the fixed-rate latency phase (throughput and CPU only)
-#   --pairs N          side-by-side repetitions (default 6; 0 = none): gh-pass with bare
-#                      Pingora, gh-full with gh-pass, and each --variant's gh-pass with
-#                      the current gh-pass, loaded at the same time (wrk -c25
-#                      each) on the same CPU 0, so both see the same machine; the CPU/req
+#   --pairs N          side-by-side repetitions (default 6; 0 = none), for each body size:
+#                      gh-pass with bare Pingora, gh-full with gh-pass, gh-full with
+#                      nginx-full, and each --variant's gh-pass with the current gh-pass
+#                      (each pair when both of its targets run), loaded at the same time
+#                      (wrk -c25 each) on the same CPU 0, so both see the same machine; the CPU/req
 #                      ratio of a pair moves ~1% between repetitions where the interleaved
 #                      runs move 10-20% (it is higher, though: the two share CPU 0's caches).
 #                      Each repetition starts both anew on two ports that swap every
@@ -63,9 +71,9 @@ PORT_BASE=${BENCH_PORT_BASE:-18080}
 GATEHOUSE_BIN_ENV=${GATEHOUSE_BIN:-}
 BARE_BIN_ENV=${BARE_BIN:-}
 
-QUICK=0 LARGE=0 LEAN=0 SYSTEM_MALLOC=0 BUILD=1 NO_OHA=0 REPS='' DURATION='' WARMUP='' RATE='' PERF_TARGET=''
+QUICK=0 LARGE=0 HUGE=0 BODY_LIST='' LEAN=0 SYSTEM_MALLOC=0 BUILD=1 NO_OHA=0 REPS='' DURATION='' WARMUP='' RATE='' PERF_TARGET=''
 PAIRS=''
-TARGET_LIST=nginx,haproxy,bare,gh-pass,gh-full
+TARGET_LIST=nginx,haproxy,bare,gh-pass,gh-full,nginx-full
 VARIANTS=()
 WORK_STEALING=false
 
@@ -76,6 +84,8 @@ while [ $# -gt 0 ]; do
     case $1 in
         --quick) QUICK=1 ;;
         --large) LARGE=1 ;;
+        --huge) HUGE=1 ;;
+        --bodies) BODY_LIST=${2:?--bodies LIST}; shift ;;
         --reps) REPS=${2:?--reps N}; shift ;;
         --duration) DURATION=${2:?--duration S}; shift ;;
         --warmup) WARMUP=${2:?--warmup S}; shift ;;
@@ -83,7 +93,8 @@ while [ $# -gt 0 ]; do
         --targets) TARGET_LIST=${2:?--targets LIST}; shift ;;
         --variant) VARIANTS+=("${2:?--variant LABEL=BIN}"); shift ;;
         --work-stealing) WORK_STEALING=${2:?--work-stealing true|false}; shift ;;
-        --lean) LEAN=1 ;;
+        --lean) ;;
+        --ci-profile) LEAN=1 ;;
         --system-malloc) SYSTEM_MALLOC=1 ;;
         --no-build) BUILD=0 ;;
         --no-oha) NO_OHA=1 ;;
@@ -95,7 +106,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 if [ "$LEAN" = 1 ]; then
-    CARGO_PROFILE=(--profile lean) PROFILE_DIR=lean
+    CARGO_PROFILE=(--profile ci) PROFILE_DIR=ci
 else
     CARGO_PROFILE=(--release) PROFILE_DIR=release
 fi
@@ -120,6 +131,18 @@ for n in "$REPS" "$DURATION" "$WARMUP" ${RATE:+"$RATE"}; do
 done
 [[ $PORT_BASE =~ ^[0-9]+$ && $PORT_BASE -ge 1024 && $PORT_BASE -le 65400 ]] ||
     die "BENCH_PORT_BASE must be 1024..65400"
+# The body sizes measured, in this order: --bodies, else small; --large and --huge add
+# small and theirs.
+want_bodies=,${BODY_LIST:-small},
+[ "$LARGE" = 1 ] && want_bodies+=small,large,
+[ "$HUGE" = 1 ] && want_bodies+=small,huge,
+IFS=, read -r -a listed <<<"${BODY_LIST:-small}"
+for b in "${listed[@]}"; do
+    case $b in small|large|huge) ;; *) die "--bodies: unknown body $b (small,large,huge)" ;; esac
+done
+bodies=()
+for b in small large huge; do [[ $want_bodies == *",$b,"* ]] && bodies+=("$b"); done
+[ ${#bodies[@]} -gt 0 ] || die "--bodies: no body size"
 
 # ---------------------------------------------------------------- tools
 need() {
@@ -134,6 +157,11 @@ need curl "apt-get install -y curl"
 need ss "apt-get install -y iproute2"
 need python3 "apt-get install -y python3"
 need timeout "(coreutils)"
+need base64 "(coreutils)"
+NJS_MODULE=/usr/lib/nginx/modules/ngx_http_js_module.so # nginx-full.conf.in loads it
+if [[ ,$TARGET_LIST, == *,nginx-full,* ]] && [ ! -f "$NJS_MODULE" ]; then
+    die "nginx-full needs njs ($NJS_MODULE): apt-get install -y libnginx-mod-http-js"
+fi
 [ "$(nproc)" -ge 2 ] || die "needs at least 2 CPUs (proxy on CPU 0, origin and load on CPU 1)"
 if [ -n "$PERF_TARGET" ]; then need perf "apt-get install -y linux-perf"; fi
 OHA=$(command -v oha || true)
@@ -168,6 +196,7 @@ IFS=, read -r -a wanted <<<"$TARGET_LIST"
 for t in "${wanted[@]}"; do
     case $t in
         nginx) add_target nginx nginx nginx "$HERE/nginx-proxy.conf.in" ;;
+        nginx-full) add_target nginx-full nginx nginx "$HERE/nginx-full.conf.in" ;;
         haproxy) add_target haproxy haproxy haproxy "$HERE/haproxy.cfg.in" ;;
         bare) add_target bare-pingora bare "$BARE_BIN" - ;;
         # Diagnostic: bare Pingora with Gatehouse's default peer timeouts.
@@ -176,7 +205,7 @@ for t in "${wanted[@]}"; do
         gh-full) add_target gh-full gatehouse "$GATEHOUSE_BIN" "$HERE/gatehouse-full.yaml" ;;
         gh-tls) add_target gh-tls gatehouse "$GATEHOUSE_BIN" "$HERE/gatehouse-tls-upstream.yaml" ;;
         gh-key) add_target gh-key gatehouse "$GATEHOUSE_BIN" "$HERE/gatehouse-apikey.yaml" ;;
-        *) die "unknown target $t (nginx,haproxy,bare,gh-pass,gh-full,bare-timeouts,gh-tls,gh-key)" ;;
+        *) die "unknown target $t (nginx,haproxy,bare,gh-pass,gh-full,nginx-full,bare-timeouts,gh-tls,gh-key)" ;;
     esac
 done
 for v in ${VARIANTS[@]+"${VARIANTS[@]}"}; do
@@ -265,8 +294,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-fill() { # template out port
-    sed -e "s|@RUNDIR@|$RUNDIR|g" -e "s|@ORIGIN_PORT@|$ORIGIN_PORT|g" -e "s|@PORT@|$3|g" "$1" >"$2"
+fill() { # template out port [rundir, default $RUNDIR]
+    sed -e "s|@RUNDIR@|${4:-$RUNDIR}|g" -e "s|@ORIGIN_PORT@|$ORIGIN_PORT|g" -e "s|@PORT@|$3|g" "$1" >"$2"
 }
 
 wait_http() { # pid port path [header]
@@ -298,9 +327,10 @@ cp "$GATEHOUSE_BIN" "$RUNDIR/bin/gatehouse-token"
 GATEHOUSE_BIN=$RUNDIR/bin/gatehouse-token
 
 # The origin's files.
-mkdir -p "$RUNDIR/www" "$RUNDIR/nginx-origin-tmp" "$RUNDIR/nginx-proxy-tmp"
+mkdir -p "$RUNDIR/www" "$RUNDIR/nginx-origin-tmp"
 printf ok >"$RUNDIR/www/small"
 head -c 16384 /dev/zero | tr '\0' x >"$RUNDIR/www/large"
+head -c 65536 /dev/zero | tr '\0' x >"$RUNDIR/www/huge"
 
 if [[ ,$TARGET_LIST, == *,gh-tls,* ]]; then
     # The origin also over HTTPS, with a CA and a certificate for origin.bench made now.
@@ -322,6 +352,7 @@ server {
     root $RUNDIR/www;
     location = /small { }
     location = /large { }
+    location = /huge { }
 }
 EOF
 fi
@@ -337,6 +368,14 @@ export BENCH_JWT_SECRET
 BENCH_JWT_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 TOKEN=$(BENCH_JWT_SECRET=$BENCH_JWT_SECRET "$GATEHOUSE_BIN" token --secret-env BENCH_JWT_SECRET --sub bench --ttl 1h)
 AUTH="Authorization: Bearer $TOKEN"
+# Tokens that JWT auth must refuse (check_jwt_auth): signed with another secret; the
+# bench token's header and signature over another payload; alg "none", no signature.
+b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
+BAD_SIG_TOKEN=$(BENCH_OTHER_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n') \
+    "$GATEHOUSE_BIN" token --secret-env BENCH_OTHER_SECRET --sub bench --ttl 1h)
+TOKEN_PAYLOAD=${TOKEN#*.} TOKEN_PAYLOAD=${TOKEN_PAYLOAD%%.*}
+TAMPERED_TOKEN=${TOKEN%%.*}.$(printf '{"sub":"admin","exp":%d}' $(($(date +%s) + 3600)) | b64url).${TOKEN##*.}
+NONE_TOKEN=$(printf '{"alg":"none","typ":"JWT"}' | b64url).$TOKEN_PAYLOAD.
 # gh-key: 10,000 consumers, one of which holds the whole Authorization value as its key.
 export BENCH_CONSUMERS_FILE=$RUNDIR/consumers.yaml
 {
@@ -369,14 +408,43 @@ launch_rust() { # i port rundir out
     esac
 }
 
+# Start nginx target i (nginx, nginx-full) on port in the background, master and worker
+# pinned to CPU 0, its config, pid, logs (nginx-full: the access log) and temp files in
+# rundir, stderr appended to out.
+launch_nginx() { # i port rundir out
+    local i=$1 port=$2 rundir=$3 out=$4 base
+    base=$(basename "${T_CONF[$i]}" .conf.in) # nginx-proxy, nginx-full
+    mkdir -p "$rundir/$base-tmp"
+    cp "$HERE/jwt.js" "$rundir/jwt.js"
+    fill "${T_CONF[$i]}" "$rundir/$base.conf" "$port" "$rundir"
+    nginx -t -q -p "$rundir" -e "$rundir/$base.error.log" -c "$rundir/$base.conf" >>"$out" 2>&1 ||
+        die "${T_NAME[$i]}: nginx rejected $rundir/$base.conf (see $out)"
+    taskset -a -c 0 nginx -p "$rundir" -e "$rundir/$base.error.log" -c "$rundir/$base.conf" \
+        2>>"$out" &
+}
+
+# JWT auth in front of target i on port: the bench token gets 200; a token signed with
+# another secret, a tampered payload, alg "none" and no token get 401.
+check_jwt_auth() { # i port
+    local name=${T_NAME[$1]} port=$2 c label tok want code
+    for c in "valid token:$TOKEN:200" "token signed with another secret:$BAD_SIG_TOKEN:401" \
+        "tampered payload:$TAMPERED_TOKEN:401" "alg none token:$NONE_TOKEN:401" "no token::401"; do
+        label=${c%%:*} tok=${c#*:} want=${c##*:}
+        tok=${tok%:*}
+        code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 2 \
+            ${tok:+-H "Authorization: Bearer $tok"} "http://127.0.0.1:$port/small" 2>/dev/null) || true
+        [ "$code" = "$want" ] ||
+            die "$name: JWT auth check failed: $label got HTTP ${code:-none}, want $want (is JWT auth on, with BENCH_JWT_SECRET?)"
+    done
+}
+
 for i in $(seq 0 $((NT - 1))); do
     name=${T_NAME[$i]} port=${T_PORT[$i]} slug=${T_NAME[$i]//[\[\]]/_}
     out=$RESULTS/$slug.stderr.log
     case ${T_KIND[$i]} in
         nginx)
-            fill "${T_CONF[$i]}" "$RUNDIR/nginx-proxy.conf" "$port"
-            taskset -a -c 0 nginx -p "$RUNDIR" -e "$RUNDIR/nginx-proxy.error.log" \
-                -c "$RUNDIR/nginx-proxy.conf" 2>"$out" &
+            : >"$out"
+            launch_nginx "$i" "$port" "$RUNDIR" "$out"
             ;;
         haproxy)
             fill "${T_CONF[$i]}" "$RUNDIR/haproxy.cfg" "$port"
@@ -407,12 +475,14 @@ for i in $(seq 0 $((NT - 1))); do
         T_PIDS+=("$pid")
     fi
     # The same bytes through every target.
-    for path in small large; do
+    for path in small large huge; do
         got=$(curl -fsS --max-time 2 -H "$AUTH" "http://127.0.0.1:$port/$path" | wc -c)
         want=$(wc -c <"$RUNDIR/www/$path")
         [ "$got" = "$want" ] || die "$name: /$path gave $got bytes, want $want"
     done
-    if [[ $name == gh-full* || $name == gh-key ]]; then
+    if [[ $name == gh-full* || $name == nginx-full ]]; then
+        check_jwt_auth "$i" "$port"
+    elif [ "$name" = gh-key ]; then
         code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$port/small")
         [ "$code" = 401 ] || die "$name: a request without a token got $code, want 401 (is auth on?)"
     fi
@@ -452,13 +522,22 @@ run_wrk() { # i path seconds out
     LOADPID=
 }
 
-access_lines() { # i -> lines in the target's stderr file (gh-full: the access log)
-    local f=$RESULTS/${T_NAME[$1]//[\[\]]/_}.stderr.log
-    if [[ ${T_NAME[$1]} == gh-full* || ${T_NAME[$1]} == gh-key ]]; then wc -l <"$f"; else echo 0; fi
+access_log_of() { # i -> the target's access log, if it writes one
+    if [[ ${T_NAME[$1]} == gh-full* || ${T_NAME[$1]} == gh-key ]]; then
+        echo "$RESULTS/${T_NAME[$1]//[\[\]]/_}.stderr.log" # Gatehouse logs to stderr
+    elif [ "${T_NAME[$1]}" = nginx-full ]; then
+        echo "$RUNDIR/nginx-full.access.log" # buffered: up to 64 KiB or 1 s behind
+    fi
+}
+access_lines() { # i -> lines in the target's access log (0 without one)
+    local f
+    f=$(access_log_of "$1")
+    if [ -n "$f" ] && [ -f "$f" ]; then wc -l <"$f"; else echo 0; fi
 }
 truncate_log() {
-    local f=$RESULTS/${T_NAME[$1]//[\[\]]/_}.stderr.log
-    [[ ${T_NAME[$1]} == gh-full* || ${T_NAME[$1]} == gh-key ]] && : >"$f"
+    local f
+    f=$(access_log_of "$1")
+    if [ -n "$f" ]; then : >"$f"; fi
     return 0
 }
 
@@ -534,8 +613,8 @@ ok = sum(n for c, n in codes.items() if 200 <= int(c) < 300)
 bad = sum(n for c, n in codes.items() if not 200 <= int(c) < 300)
 errs = sum((d.get("errorDistribution") or {}).values())
 rps = s.get("requestsPerSec", 0.0)
-print("oha\t%s\t%s\t%s\t%.1f\t%s\t%s\tnan\tnan\t%d\t%d\tnan\tnan\t0\t%s" % (
-    body, rep, name, rps, ms("p50"), ms("p99"), bad + errs, ok + bad, rate))
+print("oha\t%s\t%s\t%s\t%.1f\t%s\t%s\tnan\tnan\t%d\t%d\tnan\tnan\t0\t%s\t%s" % (
+    body, rep, name, rps, ms("p50"), ms("p99"), bad + errs, ok + bad, rate, ms("p99.9")))
 PY
     log "oha  $body rep $rep $name: $(tail -1 "$MEAS" | cut -f5-7 | tr '\t' ' ') (req/s p50 p99 ms)"
 }
@@ -546,19 +625,37 @@ index_of() { # target name -> index, or nothing
     return 0
 }
 
-# A fresh instance of target i (bare Pingora or Gatehouse) on port, for one side-by-side
-# repetition: sets STARTED_PID.
-STARTED_PID=
+# A fresh instance of target i (bare Pingora, Gatehouse or nginx) on port, for one
+# side-by-side repetition: sets STARTED_PID (the process to stop) and STARTED_PIDS (the
+# processes whose CPU counts: nginx's master and worker).
+STARTED_PID= STARTED_PIDS=
 start_pair_instance() { # i port
     local i=$1 port=$2 slug=${T_NAME[$1]//[\[\]]/_}
     local out=$RESULTS/pair-$slug.stderr.log
     : >"$out"
-    # Its own rundir (pid file, upgrade socket): the long-running instance keeps its own.
-    launch_rust "$i" "$port" "$RUNDIR/pair-$slug" "$out"
+    # Its own rundir (pid file, upgrade socket, nginx's logs): the long-running instance
+    # keeps its own.
+    if [ "${T_KIND[$i]}" = nginx ]; then
+        launch_nginx "$i" "$port" "$RUNDIR/pair-$slug" "$out"
+    else
+        launch_rust "$i" "$port" "$RUNDIR/pair-$slug" "$out"
+    fi
     STARTED_PID=$!
     PIDS+=("$STARTED_PID")
     wait_http "$STARTED_PID" "$port" /small "$AUTH" ||
         die "${T_NAME[$i]} (side by side) did not come up on port $port (see $out)"
+    STARTED_PIDS=$STARTED_PID
+    if [ "${T_KIND[$i]}" = nginx ]; then
+        STARTED_PIDS="$STARTED_PID $(pgrep -P "$STARTED_PID" | tr '\n' ' ')"
+    fi
+}
+
+pair_truncate_logs() { # slug: the access logs of a side-by-side instance
+    local f
+    : >"$RESULTS/pair-$1.stderr.log"
+    for f in "$RUNDIR/pair-$1"/*.access.log; do
+        if [ -f "$f" ]; then : >"$f"; fi
+    done
 }
 
 stop_pair_instance() { # pid: Pingora's fast stop (SIGINT), then SIGKILL after 5 s
@@ -578,14 +675,14 @@ stop_pair_instance() { # pid: Pingora's fast stop (SIGINT), then SIGKILL after 5
 # one of two listening ports, whichever process held it, so a port kept for the whole
 # run would tilt every repetition the same way.
 measure_pair() { # body rep i j
-    local body=$1 rep=$2 i=$3 j=$4 path=/$1 phase secs out_i out_j pid_i pid_j
+    local body=$1 rep=$2 i=$3 j=$4 path=/$1 phase secs out_i out_j pid_i pid_j pids_i pids_j
     local port_i=${PAIR_PORTS[$((rep % 2))]} port_j=${PAIR_PORTS[$(((rep + 1) % 2))]}
     if [ "$port_i" = "${PAIR_PORTS[0]}" ]; then
-        start_pair_instance "$i" "$port_i"; pid_i=$STARTED_PID
-        start_pair_instance "$j" "$port_j"; pid_j=$STARTED_PID
+        start_pair_instance "$i" "$port_i"; pid_i=$STARTED_PID pids_i=$STARTED_PIDS
+        start_pair_instance "$j" "$port_j"; pid_j=$STARTED_PID pids_j=$STARTED_PIDS
     else
-        start_pair_instance "$j" "$port_j"; pid_j=$STARTED_PID
-        start_pair_instance "$i" "$port_i"; pid_i=$STARTED_PID
+        start_pair_instance "$j" "$port_j"; pid_j=$STARTED_PID pids_j=$STARTED_PIDS
+        start_pair_instance "$i" "$port_i"; pid_i=$STARTED_PID pids_i=$STARTED_PIDS
     fi
     local slug_i=${T_NAME[$i]//[\[\]]/_} slug_j=${T_NAME[$j]//[\[\]]/_}
     for phase in warm measure; do
@@ -595,10 +692,10 @@ measure_pair() { # body rep i j
             secs=$WARMUP out_i=$RESULTS/wrk-warmup.log out_j=$RESULTS/wrk-warmup2.log
         fi
         # The access log of the warm-up is not kept.
-        : >"$RESULTS/pair-$slug_i.stderr.log"
-        : >"$RESULTS/pair-$slug_j.stderr.log"
+        pair_truncate_logs "$slug_i"
+        pair_truncate_logs "$slug_j"
         local ci0 cj0
-        ci0=$(ticks "$pid_i") cj0=$(ticks "$pid_j")
+        ci0=$(ticks $pids_i) cj0=$(ticks $pids_j)
         taskset -c 1 timeout $((secs + 15)) wrk -t1 -c25 -d"$secs"s -H "$AUTH" \
             "http://127.0.0.1:$port_j$path" >"$out_j" 2>&1 &
         LOADPID2=$!
@@ -609,26 +706,26 @@ measure_pair() { # body rep i j
         wait "$LOADPID2" || die "wrk failed on ${T_NAME[$j]} (see $out_j)"
         LOADPID='' LOADPID2=''
     done
-    local ci1 cj1 ni nj ei ej
-    ci1=$(ticks "$pid_i") cj1=$(ticks "$pid_j")
+    local ci1 cj1 ni nj ei ej ri rj
+    ci1=$(ticks $pids_i) cj1=$(ticks $pids_j)
     stop_pair_instance "$pid_i"
     stop_pair_instance "$pid_j"
-    rm -f "$RESULTS/pair-$slug_i.stderr.log" "$RESULTS/pair-$slug_j.stderr.log"
+    rm -f "$RESULTS/pair-$slug_i.stderr.log" "$RESULTS/pair-$slug_j.stderr.log" \
+        "$RUNDIR/pair-$slug_i"/*.access.log "$RUNDIR/pair-$slug_j"/*.access.log
     ni=$(awk '/requests in/ {print $1}' "$out_i") nj=$(awk '/requests in/ {print $1}' "$out_j")
-    if [ -z "$ni" ] || [ -z "$nj" ]; then die "could not parse $out_i or $out_j"; fi
+    ri=$(awk '/^Requests\/sec:/ {print $2}' "$out_i") rj=$(awk '/^Requests\/sec:/ {print $2}' "$out_j")
+    if [ -z "$ni" ] || [ -z "$nj" ] || [ -z "$ri" ] || [ -z "$rj" ]; then die "could not parse $out_i or $out_j"; fi
     ei=$(awk -F'[ ,]+' '/Non-2xx/ {n += $NF} /Socket errors:/ {n += $4 + $6 + $8 + $10} END {print n + 0}' "$out_i")
     ej=$(awk -F'[ ,]+' '/Non-2xx/ {n += $NF} /Socket errors:/ {n += $4 + $6 + $8 + $10} END {print n + 0}' "$out_j")
     local cpu_i cpu_j
     cpu_i=$(awk -v d=$((ci1 - ci0)) -v n="$ni" -v hz="$HZ" 'BEGIN { printf "%.3f", d * 1e6 / hz / n }')
     cpu_j=$(awk -v d=$((cj1 - cj0)) -v n="$nj" -v hz="$HZ" 'BEGIN { printf "%.3f", d * 1e6 / hz / n }')
-    printf 'pair\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$body" "$rep" "${T_NAME[$i]}" "${T_NAME[$j]}" \
-        "$cpu_i" "$cpu_j" "$((ei + ej))" >>"$MEAS"
-    log "pair $body rep $rep ${T_NAME[$i]} (port $port_i) ${cpu_i} us/req, ${T_NAME[$j]} (port $port_j) ${cpu_j} us/req side by side: $(awk -v a="$cpu_i" -v b="$cpu_j" 'BEGIN { printf "%.3f", a / b }')x, errors $((ei + ej))"
+    printf 'pair\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$body" "$rep" "${T_NAME[$i]}" "${T_NAME[$j]}" \
+        "$cpu_i" "$cpu_j" "$((ei + ej))" "$ri" "$rj" >>"$MEAS"
+    log "pair $body rep $rep ${T_NAME[$i]} (port $port_i) ${cpu_i} us/req $ri req/s, ${T_NAME[$j]} (port $port_j) ${cpu_j} us/req $rj req/s side by side: $(awk -v a="$cpu_i" -v b="$cpu_j" 'BEGIN { printf "%.3f", a / b }')x, errors $((ei + ej))"
 }
 
 # wrk --latency fallback: the latency columns come from the wrk runs.
-bodies=(small)
-[ "$LARGE" = 1 ] && bodies+=(large)
 RATES=()
 for body in "${bodies[@]}"; do
     log "== $body body: wrk, $REPS x ${DURATION}s per target (+${WARMUP}s warm-up), interleaved"
@@ -662,7 +759,7 @@ done
 # Side by side: each pair loaded at once, so the ratio sees one state of the machine.
 if [ "$PAIRS" -gt 0 ]; then
     PAIR_LIST=()
-    for p in gh-pass:bare-pingora gh-full:gh-pass gh-tls:gh-pass gh-key:gh-full; do
+    for p in gh-pass:bare-pingora gh-full:gh-pass gh-full:nginx-full gh-tls:gh-pass gh-key:gh-full; do
         a=$(index_of "${p%%:*}") b=$(index_of "${p#*:}")
         [ -n "$a" ] && [ -n "$b" ] && PAIR_LIST+=("$a:$b")
     done
@@ -672,9 +769,11 @@ if [ "$PAIRS" -gt 0 ]; then
         [ -n "$a" ] && [ -n "$b" ] && PAIR_LIST+=("$a:$b")
     done
     if [ ${#PAIR_LIST[@]} -gt 0 ]; then
-        log "== small body: side by side, $PAIRS x ${DURATION}s per pair (+${WARMUP}s warm-up)"
-        for rep in $(seq 1 "$PAIRS"); do
-            for p in "${PAIR_LIST[@]}"; do measure_pair small "$rep" "${p%%:*}" "${p#*:}"; done
+        for body in "${bodies[@]}"; do
+            log "== $body body: side by side, $PAIRS x ${DURATION}s per pair (+${WARMUP}s warm-up)"
+            for rep in $(seq 1 "$PAIRS"); do
+                for p in "${PAIR_LIST[@]}"; do measure_pair "$body" "$rep" "${p%%:*}" "${p#*:}"; done
+            done
         done
     fi
 fi
