@@ -84,6 +84,8 @@ pub struct Ctx {
     pub sticky_named: Option<usize>,
     /// A mirrored copy of this request, collecting its body.
     pub mirror_copy: Option<Box<crate::mirror::PendingCopy>>,
+    /// Whether this request's copy was already decided (and begun or not).
+    pub mirror_decided: bool,
 }
 
 impl Ctx {
@@ -125,6 +127,7 @@ impl Ctx {
             split_set_cookie: false,
             sticky_named: None,
             mirror_copy: None,
+            mirror_decided: false,
         })
     }
 

@@ -7,14 +7,15 @@ use pingora::http::RequestHeader;
 
 impl Gateway {
     /// `upstream_request_filter`: on a mirrored route, start a copy of the forwarded
-    /// request if the sequence picks this one (first attempt only; a retry restarts the
-    /// body of a copy still collecting it).
+    /// request if the sequence picks this one. Decided once per request, by the first
+    /// attempt that reaches an upstream (one that failed to connect never calls this);
+    /// a later attempt restarts the body of a copy still collecting it.
     pub(super) fn mirror_begin(&self, upstream: &RequestHeader, ctx: &mut Ctx) {
         if let Some(copy) = ctx.mirror_copy.as_mut() {
             copy.restart_body();
             return;
         }
-        if ctx.tried.len() != 1 || ctx.websocket {
+        if std::mem::replace(&mut ctx.mirror_decided, true) || ctx.websocket {
             return;
         }
         let Some(rt) = ctx.rt.clone() else { return };

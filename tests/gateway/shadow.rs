@@ -106,12 +106,16 @@ fn sticky_config_errors_name_their_path() {
     );
 }
 
-fn mirror_gateway(main: &EchoServer, shadow: &EchoServer) -> Gateway {
-    Gateway::start(&format!(
-        "services:\n  s: {{ upstreams: [ {{ address: \"{}\" }} ] }}\n  shadow: {{ upstreams: [ {{ address: \"{}\" }} ], timeouts: {{ read: 2s }} }}\nroutes:\n  - {{ name: half, match: {{ path_prefix: /half }}, service: s, mirror: {{ service: shadow, percent: 50 }} }}\n  - {{ name: all, match: {{ path_prefix: /all }}, service: s, mirror: {{ service: shadow, max_body: 1KiB, max_in_flight: 4 }} }}\n  - {{ name: plain, match: {{ path_prefix: / }}, service: s }}\n",
+fn mirror_gateway(main: &EchoServer, shadow: &EchoServer) -> (Gateway, u16) {
+    // `s` also lists a port nothing listens on: first attempts sent there are refused and
+    // retried on the echo server, and those requests must be mirrored all the same.
+    let dead = free_port();
+    let gw = Gateway::start(&format!(
+        "services:\n  s: {{ upstreams: [ {{ address: \"{}\" }}, {{ address: \"127.0.0.1:{dead}\" }} ] }}\n  shadow: {{ upstreams: [ {{ address: \"{}\" }} ], timeouts: {{ read: 2s }} }}\nroutes:\n  - {{ name: half, match: {{ path_prefix: /half }}, service: s, mirror: {{ service: shadow, percent: 50 }} }}\n  - {{ name: all, match: {{ path_prefix: /all }}, service: s, mirror: {{ service: shadow, max_body: 1KiB, max_in_flight: 4 }} }}\n  - {{ name: plain, match: {{ path_prefix: / }}, service: s }}\n",
         main.addr(),
         shadow.addr()
-    ))
+    ));
+    (gw, dead)
 }
 
 fn mirrored(shadow: &EchoServer, prefix: &str) -> Vec<String> {
@@ -126,7 +130,7 @@ fn mirrored(shadow: &EchoServer, prefix: &str) -> Vec<String> {
 fn mirror_copies_a_share_of_requests_and_never_touches_the_answers() {
     let main = EchoServer::start("main", "127.0.0.1:0").expect("echo");
     let shadow = EchoServer::start("shadow", "127.0.0.1:0").expect("echo");
-    let gw = mirror_gateway(&main, &shadow);
+    let (gw, dead) = mirror_gateway(&main, &shadow);
 
     // 50%: of 200 requests, 100 copies (the sequence is even over any stretch).
     for i in 0..200 {
@@ -157,6 +161,17 @@ fn mirror_copies_a_share_of_requests_and_never_touches_the_answers() {
     ) == Some(
         copies.len() as f64
     )));
+    // Most of those first tried the dead upstream (refused, retried): mirrored all the same.
+    assert!(
+        gw.metric(
+            "gatehouse_upstream_requests_total",
+            &format!("outcome=\"refused\",service=\"s\",upstream=\"127.0.0.1:{dead}\"")
+        )
+        .unwrap_or(0.0)
+            >= 90.0,
+        "{}",
+        gw.metrics()
+    );
     // Routes without a mirror send nothing.
     gw.get("/other");
     std::thread::sleep(Duration::from_millis(200));
