@@ -21,6 +21,7 @@ mod adaptive;
 pub mod config;
 pub mod discovery;
 mod health;
+mod health_config;
 pub mod peer;
 pub mod selector;
 mod state;
