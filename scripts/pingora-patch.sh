@@ -17,8 +17,9 @@ if [ -z "$orig" ]; then
   orig="$tmp/pingora-core-$version"
 fi
 out=$(mktemp)
-diff -ru "$orig/src" vendor/pingora-core/src \
-  | sed -E "s#^(---|\+\+\+) [^ \t]*/(src/[^\t]*)\t.*#\1 \2#; s#^diff -ru .*/src/#diff -ru src/#" >"$out" || true
+# -N: files Gatehouse added (connectors/idle.rs) appear whole.
+diff -ruN "$orig/src" vendor/pingora-core/src \
+  | sed -E "s#^(---|\+\+\+) [^ \t]*/(src/[^\t]*)\t.*#\1 \2#; s#^diff -ruN .*/src/#diff -ruN src/#" >"$out" || true
 if [ "${1:-}" = "--check" ]; then
   if ! cmp -s "$out" vendor/pingora-core.patch; then
     echo "vendor/pingora-core.patch is out of date: run scripts/pingora-patch.sh" >&2

@@ -21,6 +21,7 @@ mod listener_certs;
 mod matching;
 mod observability;
 mod operations;
+mod pool;
 mod protocols;
 mod ratelimit;
 mod redis_fleet;

@@ -15,6 +15,7 @@
 //! Connecting to servers
 
 pub mod http;
+mod idle;
 pub mod l4;
 #[cfg(feature = "any_tls")]
 mod tls;
@@ -30,17 +31,16 @@ use crate::upstreams::peer::{Peer, ALPN};
 use crate::offload::OffloadRuntime;
 pub use l4::Connect as L4Connect;
 use l4::{connect as l4_connect, BindTo};
-use log::{debug, error, warn};
+use log::{debug, warn};
 use parking_lot::RwLock;
 use pingora_error::{Error, ErrorType::*, OrErr, Result};
-use pingora_pool::{ConnectionMeta, ConnectionPool};
+use pingora_pool::ConnectionMeta;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tls::TlsConnector;
-use tokio::sync::Mutex;
 
 #[derive(Clone, Debug)]
 pub(crate) struct IdleConnection {
@@ -170,7 +170,8 @@ impl ConnectorOptions {
 /// [TransportConnector] provides APIs to connect to servers via TCP or TLS with connection reuse
 pub struct TransportConnector {
     tls_ctx: tls::Connector,
-    connection_pool: Arc<ConnectionPool<Arc<Mutex<Stream>>>>,
+    // (Gatehouse patch) idle connections without a task apiece (see idle.rs)
+    connection_pool: Arc<idle::IdlePool>,
     offload: Option<OffloadRuntime>,
     bind_to_v4: Vec<SocketAddr>,
     bind_to_v6: Vec<SocketAddr>,
@@ -203,7 +204,7 @@ impl TransportConnector {
             .and_then(|o| o.keepalive_pool_callback.clone());
         TransportConnector {
             tls_ctx: tls::Connector::new(options),
-            connection_pool: Arc::new(ConnectionPool::new(pool_size)),
+            connection_pool: Arc::new(idle::IdlePool::new(pool_size)),
             offload: offload.map(|v| OffloadRuntime::new("upstream connect offload", v.0, v.1)),
             bind_to_v4,
             bind_to_v6,
@@ -248,58 +249,34 @@ impl TransportConnector {
     }
 
     /// Try to find a reusable connection to the given server [Peer]
+    ///
+    /// (Gatehouse patch) Taken from the idle list of the peer's reuse hash, most recent
+    /// first; one that fails the checks (another address behind the hash, closed by the
+    /// peer, unexpected bytes) is closed and the next one tried.
     pub async fn reused_stream<P: Peer + Send + Sync>(&self, peer: &P) -> Option<Stream> {
-        match self.connection_pool.get(&peer.reuse_hash()) {
-            Some(s) => {
-                debug!("find reusable stream, trying to acquire it");
-                {
-                    let _ = s.lock().await;
-                } // wait for the idle poll to release it
-                match Arc::try_unwrap(s) {
-                    Ok(l) => {
-                        let mut stream = l.into_inner();
-                        // test_reusable_stream: we assume server would never actively send data
-                        // first on an idle stream.
-                        #[cfg(unix)]
-                        if peer.matches_fd(stream.id())
-                            && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
-                        {
-                            Some(stream)
-                        } else {
-                            None
-                        }
-                        #[cfg(windows)]
-                        {
-                            use std::os::windows::io::{AsRawSocket, RawSocket};
-                            struct WrappedRawSocket(RawSocket);
-                            impl AsRawSocket for WrappedRawSocket {
-                                fn as_raw_socket(&self) -> RawSocket {
-                                    self.0
-                                }
-                            }
-                            if peer.matches_sock(WrappedRawSocket(stream.id() as RawSocket))
-                                && test_reusable_stream(
-                                    &mut stream,
-                                    &self.unexpected_data_conn_count,
-                                )
-                            {
-                                Some(stream)
-                            } else {
-                                None
-                            }
-                        }
-                    }
-                    Err(_) => {
-                        error!("failed to acquire reusable stream");
-                        None
+        let key = peer.reuse_hash();
+        while let Some(mut stream) = self.connection_pool.take(key) {
+            #[cfg(unix)]
+            let usable = connected_to(peer, &stream)
+                && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count);
+            #[cfg(windows)]
+            let usable = {
+                use std::os::windows::io::{AsRawSocket, RawSocket};
+                struct WrappedRawSocket(RawSocket);
+                impl AsRawSocket for WrappedRawSocket {
+                    fn as_raw_socket(&self) -> RawSocket {
+                        self.0
                     }
                 }
-            }
-            None => {
-                debug!("No reusable connection found for {peer}");
-                None
+                peer.matches_sock(WrappedRawSocket(stream.id() as RawSocket))
+                    && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
+            };
+            if usable {
+                return Some(stream);
             }
         }
+        debug!("No reusable connection found for {peer}");
+        None
     }
 
     /// Return the [Stream] to the [TransportConnector] for connection reuse.
@@ -309,6 +286,9 @@ impl TransportConnector {
     /// to be reused.
     ///
     /// If a [Stream] is dropped instead of being returned via this function. it will be closed.
+    ///
+    /// (Gatehouse patch) Kept in the idle list of `key` (see `idle.rs`), with no task
+    /// of its own; `idle_timeout` is enforced when it would be reused and by the sweep.
     pub fn release_stream(
         &self,
         mut stream: Stream,
@@ -318,32 +298,14 @@ impl TransportConnector {
         if !test_reusable_stream(&mut stream, &self.unexpected_data_conn_count) {
             return;
         }
-        let id = stream.id();
-        let meta = ConnectionMeta::new(key, id);
         debug!("Try to keepalive client session");
-        let stream = Arc::new(Mutex::new(stream));
-        let locked_stream = stream.clone().try_lock_owned().unwrap(); // safe as we just created it
-        let (notify_close, watch_use) = self.connection_pool.put(&meta, stream);
-        let idle_meta = IdleConnection::new(meta);
-        let pool = self.connection_pool.clone(); //clone the arc
-        let keepalive_pool_callback = self.keepalive_pool_callback.clone();
-        let rt = pingora_runtime::current_handle();
-        rt.spawn(async move {
-            if pool
-                .idle_poll(
-                    locked_stream,
-                    &idle_meta.connection,
-                    idle_timeout,
-                    notify_close,
-                    watch_use,
-                )
-                .await
-            {
-                if let Some(callback) = keepalive_pool_callback {
-                    callback(idle_meta.elapsed());
-                }
-            }
-        });
+        self.connection_pool.put(
+            key,
+            stream,
+            idle_timeout,
+            self.keepalive_pool_callback.as_ref(),
+            &self.unexpected_data_conn_count,
+        );
     }
 
     /// Get a stream to the given server [Peer]
@@ -472,6 +434,30 @@ use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
 
 /// Test whether a stream is already closed or not reusable (server sent unexpected data)
+/// (Gatehouse patch) Whether a pooled `stream` is connected to `peer`, the check
+/// Pingora makes with `getpeername(2)` on every reuse (a reuse hash shared by two
+/// peers must not hand one the other's connection). For a direct TCP peer the address
+/// comes from the stream's socket digest, which asks the kernel once per connection and
+/// keeps the answer (a connected socket's peer never changes while the stream owns the
+/// fd); a broken connection is caught by `test_reusable_stream` after this. Other peers
+/// (through a proxy, Unix sockets) are checked as before.
+#[cfg(unix)]
+fn connected_to<P: Peer>(peer: &P, stream: &Stream) -> bool {
+    if peer.get_proxy().is_none() {
+        if let crate::protocols::l4::socket::SocketAddr::Inet(want) = peer.address() {
+            let digest = stream.get_socket_digest();
+            if let Some(crate::protocols::l4::socket::SocketAddr::Inet(got)) =
+                digest.as_deref().and_then(|d| d.peer_addr())
+            {
+                // 0.0.0.0 as a destination: skipped as in `check_fd_match`.
+                return want.ip() == std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+                    || got == want;
+            }
+        }
+    }
+    peer.matches_fd(stream.id())
+}
+
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
     let mut buf = [0; 1];
     // tokio::task::unconstrained because now_or_never may yield None when the future is ready
