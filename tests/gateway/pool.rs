@@ -135,7 +135,7 @@ fn upstream_connections_are_reused_and_closed_when_the_upstream_closes_them() {
     assert_eq!(gw.get("/last-on-1").text(), "conn-1");
     up.state.close_after_response.store(false, Ordering::SeqCst);
     assert!(
-        wait_until(Duration::from_secs(4), || up
+        wait_until(Duration::from_secs(5), || up
             .closed()
             .iter()
             .any(|c| c.0 == 1)),
@@ -144,7 +144,7 @@ fn upstream_connections_are_reused_and_closed_when_the_upstream_closes_them() {
     let (_, ours, theirs) = up.closed()[0];
     let lag = theirs.duration_since(ours.expect("the upstream closed first"));
     assert!(
-        lag < Duration::from_millis(2500),
+        lag < Duration::from_millis(3500),
         "closed {lag:?} after the upstream"
     );
     for i in 0..5 {
@@ -189,13 +189,13 @@ fn idle_upstream_connections_close_after_the_idle_timeout_and_beyond_the_pool_si
     assert_eq!(gw.get("/one").text(), "conn-1");
     let released = Instant::now();
     assert!(
-        wait_until(Duration::from_secs(4), || !up.closed().is_empty()),
+        wait_until(Duration::from_secs(5), || !up.closed().is_empty()),
         "an idle connection outlived its idle timeout"
     );
     let after = up.closed()[0].2.duration_since(released);
     assert!(
-        after >= Duration::from_millis(250) && after < Duration::from_millis(2500),
-        "closed {after:?} after release (idle timeout 300 ms)"
+        after >= Duration::from_millis(250) && after < Duration::from_millis(3500),
+        "closed {after:?} after release (idle timeout 300 ms, a sweep every second)"
     );
     assert_eq!(gw.get("/two").text(), "conn-2");
 
@@ -219,7 +219,7 @@ fn idle_upstream_connections_close_after_the_idle_timeout_and_beyond_the_pool_si
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(up.accepted(), 140);
     assert!(
-        wait_until(Duration::from_secs(3), || up.closed().len() >= 12),
+        wait_until(Duration::from_secs(5), || up.closed().len() >= 12),
         "only {} of the connections beyond the pool were closed",
         up.closed().len()
     );
