@@ -23,16 +23,15 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 /// How often idle connections are checked while nobody takes them.
-pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(1);
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 struct Entry {
     stream: Stream,
-    /// When it was released (for the eviction callback).
+    /// When it was released (the oldest is evicted when the pool is full; the eviction
+    /// callback is told how long it was idle).
     since: Instant,
     /// Past this it is closed, not reused (`None`: no idle timeout).
     deadline: Option<Instant>,
-    /// Release order across every peer (the oldest is evicted when the pool is full).
-    seq: u64,
 }
 
 impl Entry {
@@ -43,11 +42,11 @@ impl Entry {
 
 #[derive(Default)]
 struct Lists {
-    /// Per reuse hash, oldest first; a list is removed when it empties, so there are
-    /// never more lists than connections.
+    /// Per reuse hash, oldest first. A list that empties is kept (with its buffer) for
+    /// the next release to the same peer, so a peer with one connection costs no
+    /// allocation per request; the sweep removes the empty ones.
     peers: HashMap<u64, VecDeque<Entry>>,
     len: usize,
-    next_seq: u64,
 }
 
 impl Lists {
@@ -56,14 +55,10 @@ impl Lists {
         let key = self
             .peers
             .iter()
-            .filter_map(|(k, list)| list.front().map(|e| (e.seq, *k)))
+            .filter_map(|(k, list)| list.front().map(|e| (e.since, *k)))
             .min()?
             .1;
-        let list = self.peers.get_mut(&key)?;
-        let entry = list.pop_front();
-        if list.is_empty() {
-            self.peers.remove(&key);
-        }
+        let entry = self.peers.get_mut(&key)?.pop_front();
         if entry.is_some() {
             self.len -= 1;
         }
@@ -103,11 +98,7 @@ impl IdlePool {
                     other => break other,
                 }
             };
-            let empty = list.is_empty();
             lists.len -= expired.len() + usize::from(found.is_some());
-            if empty {
-                lists.peers.remove(&key);
-            }
             found
         };
         drop(expired);
@@ -132,8 +123,6 @@ impl IdlePool {
         let mut closing: Vec<Entry> = Vec::new();
         {
             let mut lists = self.lists.lock();
-            let seq = lists.next_seq;
-            lists.next_seq += 1;
             let list = lists.peers.entry(key).or_default();
             if list.front().is_some_and(|e| e.expired(now)) {
                 closing.extend(list.pop_front());
@@ -142,7 +131,6 @@ impl IdlePool {
                 stream,
                 since: now,
                 deadline: idle_timeout.map(|t| now + t),
-                seq,
             });
             lists.len = lists.len + 1 - closing.len();
             while lists.len > self.capacity {
@@ -164,8 +152,8 @@ impl IdlePool {
     }
 
     /// Close the connections that are past their idle timeout, or that the peer closed
-    /// or sent bytes on; returns how many were closed.
-    pub(crate) fn sweep(&self, unexpected_data: &AtomicU64) -> usize {
+    /// or sent bytes on, and drop the empty lists.
+    fn sweep(&self, unexpected_data: &AtomicU64) {
         let now = Instant::now();
         let mut closing: Vec<Entry> = Vec::new();
         {
@@ -185,14 +173,7 @@ impl IdlePool {
             });
             lists.len -= closing.len();
         }
-        let n = closing.len();
         drop(closing);
-        n
-    }
-
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.lists.lock().len
     }
 
     /// One sweep task per pool, on the runtime of the first release (when that runtime
