@@ -22,9 +22,14 @@ use pingora::proxy::{ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 use std::net::SocketAddr;
 
+// Gatehouse's allocator (`src/alloc.rs`), declared here as Gatehouse declares it in its
+// library: the baseline is built alike.
+#[cfg(feature = "mimalloc")]
+#[path = "../src/alloc.rs"]
+mod alloc;
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc::MiMalloc = alloc::MiMalloc;
 
 struct Bare {
     peer: HttpPeer,

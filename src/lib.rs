@@ -28,6 +28,7 @@
 //! | [`admin`] | `/metrics`, `/healthz`, `/readyz`, `/admin/status`, `/admin/reload` |
 //! | [`server`] | assembles the Pingora `Server` and its services |
 //! | [`demo`] | a small echo upstream for `gatehouse demo` and the tests |
+//! | [`alloc`] | the global allocator: mimalloc, through its plain entry points where they suffice |
 //!
 //! No module imports another that imports it back (`scripts/import-cycles.py` checks
 //! files and top-level modules). Unit tests live in each module's `tests.rs` (or
@@ -40,7 +41,10 @@
 /// request goes through the `__rust_alloc` shim.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc::MiMalloc = alloc::MiMalloc;
+
+#[cfg(feature = "mimalloc")]
+pub mod alloc;
 
 /// Give memory the allocator holds but no longer uses back to the OS: mimalloc purges
 /// freed pages only on later allocator activity, so after a burst of connections closes

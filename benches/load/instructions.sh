@@ -6,8 +6,10 @@
 # within a fraction of a percent whatever else this shared machine is doing: use it to
 # judge a code change; use run.sh for CPU time and req/s beside nginx and HAProxy.
 #
-#   benches/load/instructions.sh [--requests N] [--no-build] [--only LIST]
+#   benches/load/instructions.sh [--requests N] [--no-build] [--only LIST] [--body small|large]
 #
+# --body: the response body each request fetches: small (2 bytes, the default) or large
+# (16 KiB, where the per-chunk work of reading, filtering and writing a body shows).
 # --only: a comma-separated subset of bare-pingora,bare-timeouts,gh-pass,gh-full (the
 # ratios need bare-pingora and gh-pass among them), or gh-traced (not run by default):
 # gh-full with `tracing:` at sample_ratio 1.0, exporting every request's spans to the
@@ -29,7 +31,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 PORT_BASE=${BENCH_PORT_BASE:-18180}
 GATEHOUSE_BIN=${GATEHOUSE_BIN:-$ROOT/target/release/gatehouse}
 BARE_BIN=${BARE_BIN:-$ROOT/target/release/examples/bare_proxy}
-N=3000 BUILD=1 ONLY=bare-pingora,bare-timeouts,gh-pass,gh-full
+N=3000 BUILD=1 ONLY=bare-pingora,bare-timeouts,gh-pass,gh-full BODY=small
 
 die() { echo "instructions.sh: $*" >&2; exit 1; }
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
@@ -39,11 +41,13 @@ while [ $# -gt 0 ]; do
         --requests) N=${2:?--requests N}; shift ;;
         --no-build) BUILD=0 ;;
         --only) ONLY=${2:?--only LIST}; shift ;;
+        --body) BODY=${2:?--body small|large}; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
     shift
 done
+case $BODY in small|large) ;; *) die "--body: small or large, not $BODY" ;; esac
 for tool in valgrind callgrind_control nginx curl oha; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool not found"
 done
@@ -105,7 +109,7 @@ measure() {
     pid=$!
     PIDS+=("$pid")
     wait_http "$pid" "$port" "$AUTH" || die "$name did not come up (see $RUNDIR/$name.log)"
-    local url="http://127.0.0.1:$port/small"
+    local url="http://127.0.0.1:$port/$BODY"
     oha -n 500 -c 10 --no-tui -H "$AUTH" "$url" >/dev/null # warm-up, not counted
     callgrind_control -i on "$pid" >/dev/null 2>&1
     oha -n "$N" -c 10 --no-tui -H "$AUTH" "$url" >"$RUNDIR/$name.oha"
@@ -168,4 +172,4 @@ awk -v n="$N" '
         }
     }' "$RUNDIR/totals"
 echo
-echo "valgrind --tool=callgrind, user space only, $N requests over 10 keep-alive connections after a 500-request warm-up; $(valgrind --version)."
+echo "valgrind --tool=callgrind, user space only, $N requests for /$BODY over 10 keep-alive connections after a 500-request warm-up; $(valgrind --version)."
