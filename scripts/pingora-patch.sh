@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' vendor/pingora-core/Cargo.toml | head -1)
 cargo fetch --quiet >/dev/null 2>&1 || true
-orig=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/pingora-core-"$version" 2>/dev/null | head -1)
+orig=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/pingora-core-"$version" 2>/dev/null | head -1 || true)
 if [ -z "$orig" ]; then
   # The [patch] hides the published crate from `cargo fetch`: download it directly.
   tmp=$(mktemp -d)

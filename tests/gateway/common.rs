@@ -15,12 +15,23 @@ pub use gatehouse::demo::EchoServer;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
 
-/// A free loopback port (bound then released; the OS does not hand it out again at once).
+/// A free loopback port (bound then released), never one this test process was handed
+/// before: the OS may give a just-released port out again, and two ports of one config
+/// that came out equal made a test fail with "duplicate listen address".
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("bind 127.0.0.1:0");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no fresh loopback port in 1000 tries");
 }
 
 /// A fresh scratch directory for one test.
@@ -451,8 +462,7 @@ impl RedisServer {
     }
 
     pub fn free_port() -> u16 {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-        l.local_addr().expect("addr").port()
+        free_port()
     }
 
     pub fn start(port: u16) -> RedisServer {

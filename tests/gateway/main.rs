@@ -15,6 +15,7 @@ mod config_cli;
 mod consumers;
 mod discovery;
 mod forwarding;
+mod framing;
 mod health;
 mod hostile;
 mod listener_certs;

@@ -31,6 +31,17 @@ use crate::protocols::http::HttpTask;
 use crate::protocols::{Digest, SocketAddr, Stream, UniqueID, UniqueIDType};
 use crate::utils::{BufRef, KVRef};
 
+/// Gatehouse patch: the response headers the session itself reads after handing the
+/// response header to its caller ([`HttpSession::read_resp_header_parts`]): body framing
+/// and connection reuse.
+static FRAMING_HEADERS: [http::HeaderName; 5] = [
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::CONNECTION,
+    http::HeaderName::from_static("keep-alive"),
+    header::UPGRADE,
+];
+
 /// The HTTP 1.x client session
 pub struct HttpSession {
     buf: Bytes,
@@ -434,11 +445,28 @@ impl HttpSession {
         }
     }
 
-    /// Similar to [`Self::read_response()`], read the response header and then return a copy of it.
+    /// Similar to [`Self::read_response()`], read the response header and then return it.
+    ///
+    /// Gatehouse patch: the caller gets the header itself, not a copy (a deep copy of both
+    /// header maps per proxied response); the session keeps what it still reads, the status,
+    /// version and framing headers ([`FRAMING_HEADERS`]), so after this call
+    /// [`Self::resp_header()`] and [`Self::get_header()`] see only those.
     pub async fn read_resp_header_parts(&mut self) -> Result<Box<ResponseHeader>> {
         self.read_response().await?;
-        // safe to unwrap because it is just read
-        Ok(Box::new(self.resp_header().unwrap().clone()))
+        let full = self
+            .response_header
+            .take()
+            .expect("read_response sets the response header");
+        let mut kept = http::Response::new(()).into_parts().0;
+        kept.status = full.status;
+        kept.version = full.version;
+        for name in FRAMING_HEADERS.iter() {
+            for value in full.headers.get_all(name) {
+                kept.headers.append(name.clone(), value.clone());
+            }
+        }
+        self.response_header = Some(Box::new(ResponseHeader::from(kept)));
+        Ok(full)
     }
 
     /// Return a reference of the [`ResponseHeader`] if the response is read
@@ -1206,8 +1234,8 @@ mod tests_stream {
         let mock_io = Builder::new().read(input).build();
         let mut http_stream = HttpSession::new(Box::new(mock_io));
         let resp = http_stream.read_resp_header_parts().await.unwrap();
-        assert_eq!(1, http_stream.resp_header().unwrap().headers.len());
-        assert_eq!(http_stream.get_header("Server👍").unwrap(), "pingora");
+        // Gatehouse patch: the session keeps only the framing headers.
+        assert_eq!(0, http_stream.resp_header().unwrap().headers.len());
         assert_eq!(resp.headers.get("Server👍").unwrap(), "pingora");
     }
 
