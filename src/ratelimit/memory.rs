@@ -1,4 +1,5 @@
-//! In-process store: 64 shards of `Mutex<HashMap<Box<str>, u64>>` (bucket key → TAT in ns).
+//! In-process store: 64 shards of `Mutex<HashTable<(Box<str>, u64)>>` (bucket key → TAT
+//! in ns).
 //!
 //! # Concurrency
 //! A request locks the shards of all its buckets in ascending shard order (so no two
@@ -6,7 +7,11 @@
 //! the check-then-commit of one request is atomic with respect to every other request.
 //! Critical sections are a hash lookup per policy; nothing awaits while a lock is held.
 //! std's SipHash (randomly keyed) is kept on purpose: keys are client-controlled, so a
-//! fast unkeyed hash would let a client flood one shard with colliding keys.
+//! fast unkeyed hash would let a client flood one shard with colliding keys. Each bucket
+//! is hashed once per request, from its parts (policy name, key) without joining them:
+//! bits 32–37 of the hash pick the shard and the whole hash finds the bucket in it (the
+//! table uses the low bits and the top 7, so the shard's bits do not cluster its slots);
+//! the joined key is allocated only when a new bucket is stored.
 //!
 //! # Memory bound
 //! An entry is a hashbrown slot (`Box<str>` 16 B + `u64` 8 B + 1 control byte, at a load
@@ -35,11 +40,10 @@
 
 use super::decision::{Check, Decision};
 use super::gcra::{decide, Outcome, Rate};
+use hashbrown::hash_table::{Entry, HashTable};
 use smallvec::SmallVec;
-use std::collections::hash_map::Entry;
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -56,7 +60,8 @@ const EVICT_SAMPLE: usize = 128;
 
 #[derive(Default)]
 struct Shard {
-    map: HashMap<Box<str>, u64>,
+    /// `("<policy>\0<key>", TAT)`, found by [`bucket_hash`].
+    map: HashTable<(Box<str>, u64)>,
     sweep_at: usize,
 }
 
@@ -123,25 +128,26 @@ impl MemoryStore {
 
     /// The common case (one policy): one lock, one hash-table lookup, no bookkeeping.
     fn check_one(&self, c: &Check<'_>, now: u64) -> Decision {
-        let key = bucket_key(c).into_boxed_str();
+        let hash = bucket_hash(&self.hasher, &c.policy.name, c.key);
         let cap = self.cap_per_shard;
-        let mut g = self.lock(self.shard_of(&key));
+        let mut g = self.lock(shard_of(hash));
         if g.map.len() >= g.sweep_at.max(MIN_SWEEP_AT).min(cap) {
             g.make_room(now, cap);
         }
         let rate = Rate::for_check(c, 1);
-        let o = match g.map.entry(key) {
+        let rehash = |e: &(Box<str>, u64)| stored_hash(&self.hasher, &e.0);
+        let o = match g.map.entry(hash, |e| is_bucket(&e.0, c), rehash) {
             Entry::Occupied(mut e) => {
-                let o = rate.eval(*e.get(), now);
+                let o = rate.eval(e.get().1, now);
                 if o.allowed {
-                    *e.get_mut() = o.tat;
+                    e.get_mut().1 = o.tat;
                 }
                 o
             }
             Entry::Vacant(e) => {
                 let o = rate.eval(0, now);
                 if o.allowed {
-                    e.insert(o.tat);
+                    e.insert((bucket_key(c).into_boxed_str(), o.tat));
                 }
                 o
             }
@@ -158,8 +164,11 @@ impl MemoryStore {
     /// nothing.
     fn check_many(&self, checks: &[Check<'_>], now: u64) -> Decision {
         // Inline up to 4 policies: no heap for the bookkeeping of a request.
-        let keys: SmallVec<[String; 4]> = checks.iter().map(bucket_key).collect();
-        let shards: SmallVec<[usize; 4]> = keys.iter().map(|k| self.shard_of(k)).collect();
+        let hashes: SmallVec<[u64; 4]> = checks
+            .iter()
+            .map(|c| bucket_hash(&self.hasher, &c.policy.name, c.key))
+            .collect();
+        let shards: SmallVec<[usize; 4]> = hashes.iter().map(|&h| shard_of(h)).collect();
         let mut order = shards.clone();
         order.sort_unstable();
         order.dedup();
@@ -171,9 +180,20 @@ impl MemoryStore {
         let mut outcomes: SmallVec<[Outcome; 4]> = SmallVec::new();
         let mut existed: SmallVec<[bool; 4]> = SmallVec::new();
         for (i, c) in checks.iter().enumerate() {
-            let (tat, was) = match (0..i).rev().find(|&j| keys[j] == keys[i]) {
+            let same = |j: usize| {
+                hashes[j] == hashes[i]
+                    && checks[j].policy.name == c.policy.name
+                    && checks[j].key == c.key
+            };
+            let (tat, was) = match (0..i).rev().find(|&j| same(j)) {
                 Some(j) => (Some(outcomes[j].tat), true),
-                None => (guards[slot(i)].map.get(keys[i].as_str()).copied(), false),
+                None => (
+                    guards[slot(i)]
+                        .map
+                        .find(hashes[i], |e| is_bucket(&e.0, c))
+                        .map(|e| e.1),
+                    false,
+                ),
             };
             existed.push(was || tat.is_some());
             outcomes.push(Rate::for_check(c, 1).eval(tat.unwrap_or(0), now));
@@ -181,15 +201,13 @@ impl MemoryStore {
         // Phase 2: commit only if every policy allowed.
         if outcomes.iter().all(|o| o.allowed) {
             for (i, o) in outcomes.iter().enumerate() {
-                guards[slot(i)].put(&keys[i], existed[i], o.tat, now, self.cap_per_shard);
+                let hasher = &self.hasher;
+                let (hash, c) = (hashes[i], &checks[i]);
+                guards[slot(i)].put(hasher, hash, c, existed[i], o.tat, now, self.cap_per_shard);
             }
         }
         drop(guards);
         decide(checks, &outcomes, NANOS_PER_SEC)
-    }
-
-    fn shard_of(&self, key: &str) -> usize {
-        (self.hasher.hash_one(key) % SHARDS as u64) as usize
     }
 
     /// Drops idle buckets (exact: an idle bucket equals a missing one) and shrinks shards
@@ -203,9 +221,9 @@ impl MemoryStore {
         (0..SHARDS)
             .map(|s| {
                 let mut g = self.lock(s);
-                g.map.retain(|_, tat| *tat > now);
+                g.map.retain(|e| e.1 > now);
                 if g.map.capacity() > 4 * g.map.len().max(MIN_SWEEP_AT) {
-                    g.map.shrink_to_fit();
+                    g.map.shrink_to_fit(|e| stored_hash(&self.hasher, &e.0));
                 }
                 g.sweep_at = (2 * g.map.len()).max(MIN_SWEEP_AT);
                 g.map.len()
@@ -231,6 +249,35 @@ impl MemoryStore {
     }
 }
 
+/// The shard of a bucket: bits 32–37 of its hash (see the module documentation).
+fn shard_of(hash: u64) -> usize {
+    ((hash >> 32) % SHARDS as u64) as usize
+}
+
+/// The hash of the bucket `"<policy>\0<key>"`, from its parts.
+fn bucket_hash(hasher: &RandomState, policy: &str, key: &str) -> u64 {
+    let mut h = hasher.build_hasher();
+    h.write(policy.as_bytes());
+    h.write_u8(0);
+    h.write(key.as_bytes());
+    h.finish()
+}
+
+/// [`bucket_hash`] of a stored bucket (when the table grows or shrinks).
+fn stored_hash(hasher: &RandomState, stored: &str) -> u64 {
+    let (policy, key) = stored.split_once('\0').unwrap_or((stored, ""));
+    bucket_hash(hasher, policy, key)
+}
+
+/// Whether the stored bucket is `c`'s: `"<policy>\0<key>"`, compared in place.
+fn is_bucket(stored: &str, c: &Check<'_>) -> bool {
+    let policy: &str = &c.policy.name;
+    stored.len() == policy.len() + 1 + c.key.len()
+        && stored.as_bytes()[policy.len()] == 0
+        && stored.starts_with(policy)
+        && stored.ends_with(c.key)
+}
+
 /// `"<policy>\0<key>"`: policy names cannot contain NUL, so buckets of different
 /// policies never collide.
 fn bucket_key(c: &Check<'_>) -> String {
@@ -242,19 +289,31 @@ fn bucket_key(c: &Check<'_>) -> String {
 }
 
 impl Shard {
-    /// Stores `tat`. `existed`: the key was found under this same lock (so no insert and
-    /// no eviction can be needed; saves a hash when it was not).
-    fn put(&mut self, key: &str, existed: bool, tat: u64, now: u64, cap: usize) {
+    /// Stores `tat` for `c`'s bucket (`hash` is its [`bucket_hash`]). `existed`: the
+    /// bucket was found under this same lock (so no insert and no eviction can be needed).
+    #[allow(clippy::too_many_arguments)]
+    fn put(
+        &mut self,
+        hasher: &RandomState,
+        hash: u64,
+        c: &Check<'_>,
+        existed: bool,
+        tat: u64,
+        now: u64,
+        cap: usize,
+    ) {
         if existed {
-            if let Some(v) = self.map.get_mut(key) {
-                *v = tat;
+            if let Some(e) = self.map.find_mut(hash, |e| is_bucket(&e.0, c)) {
+                e.1 = tat;
                 return;
             }
         }
         if self.map.len() >= self.sweep_at.max(MIN_SWEEP_AT).min(cap) {
             self.make_room(now, cap);
         }
-        self.map.insert(key.into(), tat);
+        let value = (bucket_key(c).into_boxed_str(), tat);
+        self.map
+            .insert_unique(hash, value, |e| stored_hash(hasher, &e.0));
     }
 
     /// Drops idle buckets; if the shard is full, also evicts about 1/16 of it: the live
@@ -265,18 +324,18 @@ impl Shard {
     /// wiped at once.
     fn make_room(&mut self, now: u64, cap: usize) {
         if self.map.len() < cap {
-            self.map.retain(|_, tat| *tat > now);
+            self.map.retain(|e| e.1 > now);
         } else {
             let mut sample = [0u64; EVICT_SAMPLE];
             let mut n = 0;
-            for (slot, &tat) in sample.iter_mut().zip(self.map.values()) {
-                *slot = tat;
+            for (slot, e) in sample.iter_mut().zip(self.map.iter()) {
+                *slot = e.1;
                 n += 1;
             }
             let sample = &mut sample[..n];
             let threshold = *sample.select_nth_unstable((n / 16).saturating_sub(1)).1;
             let mut tie_budget = (cap / 16).max(1);
-            self.map.retain(|_, &mut t| {
+            self.map.retain(|&mut (_, t)| {
                 if t <= now || t < threshold {
                     false
                 } else if t == threshold && tie_budget > 0 {

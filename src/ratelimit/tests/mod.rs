@@ -208,6 +208,59 @@ fn same_bucket_twice_in_one_request() {
     assert!(allowed_at(&s, &[check(&p, "k")], 0));
 }
 
+/// Buckets are found by a hash of (policy, key) and compared in place: the same key under
+/// two policies, keys that are prefixes of each other, a key with a NUL in it (a JWT claim
+/// can carry one) are all separate buckets, and every bucket is still found after the
+/// table grew (rehashed from the stored keys) and after a sweep shrank it.
+#[test]
+fn buckets_are_told_apart_and_survive_growth_and_shrinking() {
+    let s = MemoryStore::new(DEFAULT_MAX_KEYS);
+    let a = policy("a", 1, Duration::from_secs(3600), 1);
+    let ab = policy("ab", 1, Duration::from_secs(3600), 1);
+    let short = policy("s", 1, Duration::from_secs(1), 1);
+    let keys = ["k", "k\0", "\0k", "kk", "b\0k", "v:x\0y", ""];
+    for k in keys {
+        for p in [&a, &ab] {
+            assert!(allowed_at(&s, &[check(p, k)], 0), "{}/{k:?}: fresh", p.name);
+        }
+    }
+    // "a" + "bk" is not "ab" + "k": a bucket named by the joined string alone would be.
+    assert!(allowed_at(&s, &[check(&a, "bk")], 0));
+    for k in keys {
+        for p in [&a, &ab] {
+            assert!(
+                !allowed_at(&s, &[check(p, k)], 0),
+                "{}/{k:?}: spent",
+                p.name
+            );
+        }
+    }
+    // 50,000 more buckets (the tables grow many times), half of them short-lived.
+    let many: Vec<String> = (0..50_000)
+        .map(|i| format!("ip:10.0.{}.{}", i >> 8, i & 255))
+        .collect();
+    for (i, k) in many.iter().enumerate() {
+        let p = if i % 2 == 0 { &a } else { &short };
+        assert!(allowed_at(&s, &[check(p, k), check(&ab, k)], 0), "{k}");
+    }
+    let live = |s: &MemoryStore, now: u64| {
+        for (i, k) in many.iter().enumerate() {
+            if i % 2 == 0 {
+                assert!(!allowed_at(s, &[check(&a, k)], now), "a/{k}: found again");
+            }
+            assert!(!allowed_at(s, &[check(&ab, k)], now), "ab/{k}: found again");
+        }
+        for k in keys {
+            assert!(!allowed_at(s, &[check(&a, k)], now), "a/{k:?}: found again");
+        }
+    };
+    live(&s, 0);
+    // The short-lived half goes idle after a second: the sweep drops it and shrinks
+    // nothing it should keep.
+    assert_eq!(s.sweep_at(2 * SEC), 2 * keys.len() + 1 + 50_000 + 25_000);
+    live(&s, 2 * SEC);
+}
+
 #[test]
 fn idle_keys_are_evicted() {
     let p = policy("p", 10, Duration::from_secs(1), 10);
