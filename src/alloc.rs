@@ -6,7 +6,7 @@
 //! size class happens to be aligned, and otherwise `mi_malloc_is_naturally_aligned`
 //! admits only power-of-two block sizes: a 24-, 48- or 80-byte allocation with alignment
 //! 8 falls through to the over-allocating path (the size plus the alignment, one size
-//! class up). Pingora allocates ~80 times per proxied request, and a quarter of them went
+//! class up). Pingora allocates ~80 times per proxied request, and about a fifth of them went
 //! that way (mimalloc_rust PR #170, still open, proposes the same dispatch as here).
 //!
 //! When the alignment is at most 16 (`MI_MAX_ALIGN_SIZE`) and the size a multiple of it,
