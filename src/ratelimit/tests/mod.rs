@@ -211,7 +211,7 @@ fn same_bucket_twice_in_one_request() {
 /// Buckets are found by a hash of (policy, key) and compared in place: the same key under
 /// two policies, keys that are prefixes of each other, a key with a NUL in it (a JWT claim
 /// can carry one) are all separate buckets, and every bucket is still found after the
-/// table grew (rehashed from the stored keys) and after a sweep shrank it.
+/// tables grew and after a sweep shrank them (both rehash from the stored keys).
 #[test]
 fn buckets_are_told_apart_and_survive_growth_and_shrinking() {
     let s = MemoryStore::new(DEFAULT_MAX_KEYS);
@@ -224,7 +224,7 @@ fn buckets_are_told_apart_and_survive_growth_and_shrinking() {
             assert!(allowed_at(&s, &[check(p, k)], 0), "{}/{k:?}: fresh", p.name);
         }
     }
-    // "a" + "bk" is not "ab" + "k": a bucket named by the joined string alone would be.
+    // "a" + "bk" is not "ab" + "k" (joined without the NUL they would be one bucket).
     assert!(allowed_at(&s, &[check(&a, "bk")], 0));
     for k in keys {
         for p in [&a, &ab] {
@@ -254,10 +254,22 @@ fn buckets_are_told_apart_and_survive_growth_and_shrinking() {
             assert!(!allowed_at(s, &[check(&a, k)], now), "a/{k:?}: found again");
         }
     };
+    // And 300,000 short-lived ones, so that the sweep below leaves the shards mostly
+    // empty and shrinks them (rehashing every bucket kept from its stored key).
+    for i in 0..300_000u32 {
+        let k = format!("v:idle-{i}");
+        assert!(allowed_at(&s, &[check(&short, &k)], 0), "{k}");
+    }
     live(&s, 0);
-    // The short-lived half goes idle after a second: the sweep drops it and shrinks
-    // nothing it should keep.
+    // The short-lived buckets go idle after a second: the sweep drops them, shrinks the
+    // tables, and every bucket it keeps is found again.
+    let before = s.capacity();
     assert_eq!(s.sweep_at(2 * SEC), 2 * keys.len() + 1 + 50_000 + 25_000);
+    assert!(
+        s.capacity() * 2 < before,
+        "not shrunk: {before} -> {}",
+        s.capacity()
+    );
     live(&s, 2 * SEC);
 }
 
