@@ -4,6 +4,13 @@
 //! header the upstream sent; a body delimited by Content-Length or chunked arrives
 //! whole; a connection is reused unless the upstream said `Connection: close` or answered
 //! in HTTP/1.0 (even when it keeps the socket open, as the raw upstream here does).
+//!
+//! Also the `write_header_and_body` patch (a response header and its Content-Length body
+//! written downstream with vectored writes, uncopied) and the `take_body` patch (larger
+//! reads of a sized or close-delimited upstream body handed over, uncopied): large bodies
+//! that reach the gateway in one piece, in several, or ended by the upstream closing,
+//! arrive whole, byte for byte, and the client's connection stays usable for the next
+//! request.
 
 use crate::common::*;
 use std::io::{Read, Write};
@@ -67,12 +74,223 @@ fn serve(mut conn: TcpStream, n: u64) {
             let head = String::from_utf8_lossy(&buf[..end]).into_owned();
             buf.drain(..end + 4);
             let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+            if path.starts_with("/big") {
+                if send_big(&mut conn, &path).is_err() || path == "/big-close" {
+                    return;
+                }
+                continue;
+            }
             // Never closes: the gateway must not reuse a connection on its own account.
             if conn.write_all(answer(&path, n).as_bytes()).is_err() {
                 return;
             }
         }
     }
+}
+
+/// A body of `len` bytes that shows any byte lost, repeated or moved.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| b'a' + ((i * 7 + i / 26) % 26) as u8)
+        .collect()
+}
+
+/// `/big-at-once`: 70,000 bytes, header and body in one write (the gateway reads them as
+/// a header with part of the body, then the rest). `/big-trickle`: 200,000 bytes, the
+/// header with the first 1,000, then the rest in three writes 10 ms apart.
+/// `/big-close`: 70,000 bytes delimited by closing the connection (no Content-Length).
+fn send_big(conn: &mut TcpStream, path: &str) -> std::io::Result<()> {
+    let len = if path == "/big-trickle" {
+        200_000
+    } else {
+        70_000
+    };
+    let body = pattern(len);
+    if path == "/big-close" {
+        let mut out =
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nX-Upstream-Note: big\r\n\r\n".to_vec();
+        out.extend_from_slice(&body);
+        return conn.write_all(&out);
+    }
+    let mut out =
+        format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nX-Upstream-Note: big\r\n\r\n")
+            .into_bytes();
+    if path == "/big-at-once" {
+        out.extend_from_slice(&body);
+        return conn.write_all(&out);
+    }
+    out.extend_from_slice(&body[..1000]);
+    conn.write_all(&out)?;
+    for part in body[1000..].chunks(66_334) {
+        thread::sleep(Duration::from_millis(10));
+        conn.write_all(part)?;
+    }
+    Ok(())
+}
+
+/// One GET on a kept-alive client connection: the status line, the header block and the
+/// body (exactly Content-Length bytes, or the chunks of a chunked body).
+fn get_on(conn: &mut TcpStream, path: &str) -> (String, String, Vec<u8>) {
+    conn.write_all(format!("GET {path} HTTP/1.1\r\nhost: gateway.test\r\n\r\n").as_bytes())
+        .expect("send");
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let end = loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        let k = conn.read(&mut chunk).expect("read head");
+        assert!(k > 0, "{path}: connection closed before the header ended");
+        raw.extend_from_slice(&chunk[..k]);
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let status = head.lines().next().unwrap_or("").to_string();
+    let mut body = raw.split_off(end + 4);
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut decoded = Vec::new();
+        loop {
+            // One chunk: its size line, its bytes and CRLF (the last: "0" CRLF CRLF).
+            let line_end = loop {
+                if let Some(i) = body.windows(2).position(|w| w == b"\r\n") {
+                    break i;
+                }
+                let k = conn.read(&mut chunk).expect("read chunk size");
+                assert!(k > 0, "{path}: closed inside the chunked body");
+                body.extend_from_slice(&chunk[..k]);
+            };
+            let size = usize::from_str_radix(&String::from_utf8_lossy(&body[..line_end]), 16)
+                .unwrap_or_else(|e| panic!("{path}: bad chunk size: {e}"));
+            while body.len() < line_end + 2 + size + 2 {
+                let k = conn.read(&mut chunk).expect("read chunk");
+                assert!(k > 0, "{path}: closed inside a chunk");
+                body.extend_from_slice(&chunk[..k]);
+            }
+            assert_eq!(
+                &body[line_end + 2 + size..line_end + 4 + size],
+                b"\r\n",
+                "{path}"
+            );
+            decoded.extend_from_slice(&body[line_end + 2..line_end + 2 + size]);
+            body.drain(..line_end + 4 + size);
+            if size == 0 {
+                assert!(body.is_empty(), "{path}: bytes past the chunked body");
+                return (status, head.to_ascii_lowercase(), decoded);
+            }
+        }
+    }
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("{path}: no Content-Length in {head}"));
+    while body.len() < len {
+        let k = conn.read(&mut chunk).expect("read body");
+        assert!(
+            k > 0,
+            "{path}: closed after {} of {len} body bytes",
+            body.len()
+        );
+        body.extend_from_slice(&chunk[..k]);
+    }
+    assert_eq!(body.len(), len, "{path}: bytes past the body");
+    (status, head.to_ascii_lowercase(), body)
+}
+
+#[test]
+fn large_bodies_arrive_whole_and_the_client_connection_stays_usable() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&format!(
+        "services:\n  s: {{ upstreams: [{{ address: \"{}\" }}] }}\n\
+         routes:\n  - {{ name: r, match: {{ path_prefix: / }}, service: s }}\n",
+        up.addr
+    ));
+    let mut conn = TcpStream::connect(gw.addr).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    for (path, len) in [
+        ("/big-at-once", 70_000),
+        ("/big-trickle", 200_000),
+        ("/cl", 6),
+        ("/big-at-once", 70_000),
+        ("/big-trickle", 200_000),
+        ("/big-close", 70_000),
+        ("/big-at-once", 70_000),
+    ] {
+        let (status, head, body) = get_on(&mut conn, path);
+        assert_eq!(status, "HTTP/1.1 200 OK", "{path}");
+        assert_eq!(body.len(), len, "{path}");
+        if len == 6 {
+            assert_eq!(body, b"conn-1", "{path}");
+        } else {
+            assert!(
+                body == pattern(len),
+                "{path}: the body differs from what was sent"
+            );
+            assert!(head.contains("x-upstream-note: big"), "{path}: {head}");
+        }
+    }
+    // One client connection carried them all; the upstream closed one of its
+    // connections to end a body, so two.
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        gw.metric("gatehouse_requests_total", "status=\"200\""),
+        Some(7.0)
+    );
+}
+
+/// The same bodies to a client over TLS (HTTP/1.1, one connection): the vectored write
+/// goes through the TLS stream's own vectored write.
+#[test]
+fn large_bodies_arrive_whole_over_tls() {
+    let up = Upstream::start();
+    let dir = scratch_dir("framing-tls");
+    let (cert, key) = crate::protocols::self_signed(&dir);
+    let tls_port = free_port();
+    let gw = Gateway::start_full(
+        &format!(
+            "services:\n  s: {{ upstreams: [{{ address: \"{}\" }}] }}\n\
+             routes:\n  - {{ name: r, match: {{ path_prefix: / }}, service: s }}\n",
+            up.addr
+        ),
+        "",
+        &format!(
+            "  - address: 127.0.0.1:{tls_port}\n    tls: {{ cert: \"{cert}\", key: \"{key}\" }}\n"
+        ),
+    );
+    let paths = ["/big-at-once", "/big-trickle", "/big-at-once"];
+    let mut args = vec![
+        "--http1.1".to_string(),
+        "--cacert".to_string(),
+        cert.clone(),
+    ];
+    for (i, path) in paths.iter().enumerate() {
+        args.push("-o".into());
+        args.push(dir.join(format!("body{i}")).display().to_string());
+        args.push(format!("https://localhost:{tls_port}{path}"));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (_, err) = crate::protocols::curl(&args);
+    for (i, path) in paths.iter().enumerate() {
+        let got = std::fs::read(dir.join(format!("body{i}"))).unwrap_or_default();
+        let len = if *path == "/big-trickle" {
+            200_000
+        } else {
+            70_000
+        };
+        assert_eq!(got.len(), len, "{path}: {err}\n{}", gw.log());
+        assert!(
+            got == pattern(len),
+            "{path}: the body differs from what was sent"
+        );
+    }
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

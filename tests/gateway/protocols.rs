@@ -243,7 +243,7 @@ fn curl_available() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("HTTP2"))
 }
 
-fn self_signed(dir: &std::path::Path) -> (String, String) {
+pub(crate) fn self_signed(dir: &std::path::Path) -> (String, String) {
     let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
     let ok = Command::new("openssl")
         .args([
@@ -281,7 +281,7 @@ fn curl_version_status(args: &[&str], url: &str) -> (String, String) {
     curl(&all)
 }
 
-fn curl(args: &[&str]) -> (String, String) {
+pub(crate) fn curl(args: &[&str]) -> (String, String) {
     let out = Command::new("curl")
         .args(["-s", "--max-time", "10"])
         .args(args)

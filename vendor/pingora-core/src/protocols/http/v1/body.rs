@@ -29,6 +29,8 @@ use crate::utils::BufRef;
 
 // TODO: make this dynamically adjusted
 const BODY_BUFFER_SIZE: usize = 1024 * 64;
+/// (Gatehouse patch) Body reads this large are handed over uncopied ([`BodyReader::take_body`]).
+const TAKE_BODY_MIN: usize = 1024;
 // limit how much incomplete chunk-size and chunk-ext to buffer
 const PARTIAL_CHUNK_HEAD_LIMIT: usize = 1024 * 8;
 // Trailers: https://datatracker.ietf.org/doc/html/rfc9112#section-7.1.2
@@ -305,6 +307,27 @@ impl BodyReader {
     pub fn get_body(&self, buf_ref: &BufRef) -> &[u8] {
         // TODO: these get_*() could panic. handle them better
         buf_ref.get(self.body_buf.as_ref().unwrap())
+    }
+
+    /// (Gatehouse patch) The body bytes `buf_ref` points at, as [`Bytes`]. A read of a sized
+    /// or close-delimited body of at least [`TAKE_BODY_MIN`] bytes that ends the buffer is
+    /// split off it, not copied: the buffer keeps its spare room, and the next read reuses
+    /// the allocation once these bytes are dropped (else it allocates another). Chunked
+    /// bodies, whose buffer holds framing and positions past the data, and small reads
+    /// are copied. A handed-over read pins at most one body buffer (64 KiB) while it lives.
+    pub fn take_body(&mut self, buf_ref: &BufRef) -> Bytes {
+        let sized = matches!(
+            self.body_state,
+            PS::Partial(..) | PS::Complete(_) | PS::UntilClose(_)
+        );
+        if let Some(buf) = self.body_buf.as_mut() {
+            if sized && buf_ref.len() >= TAKE_BODY_MIN && buf.len() == buf_ref.1 {
+                let mut taken = buf.split_to(buf_ref.1);
+                taken.advance(buf_ref.0);
+                return taken.freeze();
+            }
+        }
+        Bytes::copy_from_slice(self.get_body(buf_ref))
     }
 
     #[allow(dead_code)]

@@ -505,14 +505,7 @@ impl HttpSession {
     /// Return `Ok(Some(ref)) after a successful read.
     /// Return `Ok(None)` if there is no more body to read.
     pub async fn read_body_ref(&mut self) -> Result<Option<&[u8]>> {
-        let result = match self.read_timeout {
-            Some(t) => match timeout(t, self.do_read_body()).await {
-                Ok(res) => res,
-                Err(_) => Error::e_explain(ReadTimedout, format!("reading body, timeout: {t:?}")),
-            },
-            None => self.do_read_body().await,
-        };
-
+        let result = self.read_body_in_time().await;
         result.map(|maybe_body| {
             maybe_body.map(|body_ref| {
                 let slice = self.body_reader.get_body(&body_ref);
@@ -522,10 +515,30 @@ impl HttpSession {
         })
     }
 
+    /// [`Self::do_read_body`] within the read timeout.
+    async fn read_body_in_time(&mut self) -> Result<Option<BufRef>> {
+        match self.read_timeout {
+            Some(t) => match timeout(t, self.do_read_body()).await {
+                Ok(res) => res,
+                Err(_) => Error::e_explain(ReadTimedout, format!("reading body, timeout: {t:?}")),
+            },
+            None => self.do_read_body().await,
+        }
+    }
+
     /// Similar to [`Self::read_body_ref`] but return `Bytes` instead of a slice reference.
+    ///
+    /// (Gatehouse patch) Larger reads of a sized or close-delimited body are handed over
+    /// from the body buffer instead of copied ([`BodyReader::take_body`]).
     pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
-        let read = self.read_body_ref().await?;
-        Ok(read.map(Bytes::copy_from_slice))
+        let result = self.read_body_in_time().await;
+        result.map(|maybe_body| {
+            maybe_body.map(|body_ref| {
+                let bytes = self.body_reader.take_body(&body_ref);
+                self.body_recv = self.body_recv.saturating_add(bytes.len());
+                bytes
+            })
+        })
     }
 
     /// Upstream response body bytes received (payload only; excludes headers/framing).

@@ -235,17 +235,26 @@ impl HttpSession {
     }
 
     /// (Gatehouse patch) Read more of a head that has begun, by its deadline.
-    async fn read_more_head(&mut self, buf: &mut BytesMut, deadline: std::time::Instant) -> Result<usize> {
+    async fn read_more_head(
+        &mut self,
+        buf: &mut BytesMut,
+        deadline: std::time::Instant,
+    ) -> Result<usize> {
         let read = self.underlying_stream.read_buf(buf);
         match tokio::time::timeout_at(deadline.into(), read).await {
             Ok(res) => res.or_err(ReadError, "while reading request headers"),
             Err(_) => {
                 let write = async {
-                    self.underlying_stream.write_all(HEADER_TIMEOUT_RESPONSE).await?;
+                    self.underlying_stream
+                        .write_all(HEADER_TIMEOUT_RESPONSE)
+                        .await?;
                     self.underlying_stream.flush().await
                 };
                 let _ = timeout(Duration::from_secs(1), write).await;
-                Error::e_explain(ReadTimedout, "client header timeout: the request head took too long")
+                Error::e_explain(
+                    ReadTimedout,
+                    "client header timeout: the request head took too long",
+                )
             }
         }
     }
@@ -1623,6 +1632,11 @@ impl HttpSession {
             // fallback to single operation to avoid copy
             return self.response_duplex(tasks.pop().unwrap()).await;
         }
+        // Gatehouse patch: a header and its Content-Length body in one vectored write.
+        let tasks = match self.write_header_and_body(tasks).await? {
+            Ok(end_stream) => return Ok(end_stream),
+            Err(tasks) => tasks,
+        };
 
         let mut end_stream = false;
         for task in tasks.into_iter() {
@@ -1660,6 +1674,117 @@ impl HttpSession {
             self.finish_body().await.map_err(|e| e.into_down())?;
         }
         Ok(end_stream || self.body_writer.finished())
+    }
+
+    /// Gatehouse patch: `tasks` that are a response header (not 1xx) followed only by body
+    /// chunks of a `Content-Length` body they do not overrun are written with vectored
+    /// writes, header and chunks uncopied: one `writev` when the socket takes it all.
+    /// Otherwise the header waits in the stream's small write buffer, which is flushed on
+    /// its own as soon as a larger body follows (two `sendto`s per response), and the
+    /// chunks are first copied into one buffer ([`Self::buffer_body_data`]).
+    ///
+    /// `Err(tasks)`: not that shape (or not a vectored stream); what is left of the tasks
+    /// (all of them, or the body chunks after a header written the usual way) goes
+    /// through the general path.
+    async fn write_header_and_body(
+        &mut self,
+        tasks: Vec<HttpTask>,
+    ) -> Result<std::result::Result<bool, Vec<HttpTask>>> {
+        let shaped = !self.upgraded
+            && self.response_written.is_none()
+            && self.underlying_stream.is_write_vectored()
+            && matches!(tasks.first(),
+                Some(HttpTask::Header(h, false)) if !h.status.is_informational())
+            && tasks[1..].iter().all(|t| matches!(t, HttpTask::Body(..)));
+        if !shaped {
+            return Ok(Err(tasks));
+        }
+        let mut tasks = tasks.into_iter();
+        let Some(HttpTask::Header(mut header, _)) = tasks.next() else {
+            unreachable!("checked above: the first task is a header");
+        };
+        let rest: Vec<HttpTask> = tasks.collect();
+        let Some((head, flush)) = self
+            .prepare_response_header(&mut header)
+            .map_err(|e| e.into_down())?
+        else {
+            return Ok(Err(rest));
+        };
+        let mut body_len = 0;
+        let mut end_stream = false;
+        for task in &rest {
+            if let HttpTask::Body(data, end) = task {
+                body_len += data.as_ref().map_or(0, Bytes::len);
+                end_stream = *end;
+            }
+        }
+        let fits = match self.body_writer.body_mode {
+            super::body::BodyMode::ContentLength(total, written) => {
+                body_len > 0 && body_len <= total.saturating_sub(written)
+            }
+            _ => false,
+        };
+        if flush || !fits {
+            // The header alone, as write_response_header writes it.
+            self.underlying_stream
+                .write_all(&head)
+                .await
+                .or_err(WriteError, "writing response header")
+                .map_err(|e| e.into_down())?;
+            if flush || self.body_writer.finished() {
+                self.underlying_stream
+                    .flush()
+                    .await
+                    .or_err(WriteError, "flushing response header")
+                    .map_err(|e| e.into_down())?;
+            }
+            self.response_written = Some(header);
+            return Ok(Err(rest));
+        }
+        let mut slices = Vec::with_capacity(rest.len() + 1);
+        slices.push(std::io::IoSlice::new(&head));
+        for task in &rest {
+            if let HttpTask::Body(Some(data), _) = task {
+                if !data.is_empty() {
+                    slices.push(std::io::IoSlice::new(data));
+                }
+            }
+        }
+        let write_timeout = self.write_timeout(head.len() + body_len);
+        let stream = &mut self.underlying_stream;
+        let written = match write_timeout {
+            Some(t) => match timeout(t, write_all_vectored(stream, &mut slices)).await {
+                Ok(res) => res,
+                Err(_) => {
+                    return Error::e_explain(
+                        WriteTimedout,
+                        format!("writing response, timeout: {t:?}"),
+                    )
+                    .map_err(|e| e.into_down());
+                }
+            },
+            None => write_all_vectored(stream, &mut slices).await,
+        };
+        written
+            .or_err(WriteError, "writing response header and body")
+            .map_err(|e| e.into_down())?;
+        if let super::body::BodyMode::ContentLength(total, written) = self.body_writer.body_mode {
+            self.body_writer.body_mode =
+                super::body::BodyMode::ContentLength(total, written + body_len);
+        }
+        self.body_bytes_sent += body_len;
+        self.response_written = Some(header);
+        if self.body_writer.finished() {
+            self.underlying_stream
+                .flush()
+                .await
+                .or_err(WriteError, "flushing body")
+                .map_err(|e| e.into_down())?;
+        }
+        if end_stream {
+            self.finish_body().await.map_err(|e| e.into_down())?;
+        }
+        Ok(Ok(end_stream || self.body_writer.finished()))
     }
 
     /// Queue a proxy task for cancel-safe writing with the current write_timeout.
@@ -1918,6 +2043,25 @@ fn http_resp_header_to_buf(
     resp.header_to_h1_wire(buf);
 
     buf.put_slice(CRLF);
+    Ok(())
+}
+
+/// Gatehouse patch: write every byte of `slices`, a vectored write at a time.
+async fn write_all_vectored<S>(
+    stream: &mut S,
+    slices: &mut [std::io::IoSlice<'_>],
+) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncWrite + Unpin + ?Sized,
+{
+    let mut slices = slices;
+    while !slices.is_empty() {
+        let n = stream.write_vectored(slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        std::io::IoSlice::advance_slices(&mut slices, n);
+    }
     Ok(())
 }
 
