@@ -128,20 +128,30 @@ fn send_big(conn: &mut TcpStream, path: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Append what one read of `conn` gives to `buf`; the connection must not have closed
+/// (`while_`: where in the response it was).
+fn read_more(conn: &mut TcpStream, buf: &mut Vec<u8>, path: &str, while_: &str) {
+    let mut chunk = [0u8; 8192];
+    let k = conn.read(&mut chunk).expect("read");
+    assert!(
+        k > 0,
+        "{path}: the connection closed {while_} ({} bytes read)",
+        buf.len()
+    );
+    buf.extend_from_slice(&chunk[..k]);
+}
+
 /// One GET on a kept-alive client connection: the status line, the header block and the
 /// body (exactly Content-Length bytes, or the chunks of a chunked body).
 fn get_on(conn: &mut TcpStream, path: &str) -> (String, String, Vec<u8>) {
     conn.write_all(format!("GET {path} HTTP/1.1\r\nhost: gateway.test\r\n\r\n").as_bytes())
         .expect("send");
     let mut raw = Vec::new();
-    let mut chunk = [0u8; 8192];
     let end = loop {
         if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
             break end;
         }
-        let k = conn.read(&mut chunk).expect("read head");
-        assert!(k > 0, "{path}: connection closed before the header ended");
-        raw.extend_from_slice(&chunk[..k]);
+        read_more(conn, &mut raw, path, "before the header ended");
     };
     let head = String::from_utf8_lossy(&raw[..end]).into_owned();
     let status = head.lines().next().unwrap_or("").to_string();
@@ -157,16 +167,12 @@ fn get_on(conn: &mut TcpStream, path: &str) -> (String, String, Vec<u8>) {
                 if let Some(i) = body.windows(2).position(|w| w == b"\r\n") {
                     break i;
                 }
-                let k = conn.read(&mut chunk).expect("read chunk size");
-                assert!(k > 0, "{path}: closed inside the chunked body");
-                body.extend_from_slice(&chunk[..k]);
+                read_more(conn, &mut body, path, "inside a chunk size");
             };
             let size = usize::from_str_radix(&String::from_utf8_lossy(&body[..line_end]), 16)
                 .unwrap_or_else(|e| panic!("{path}: bad chunk size: {e}"));
             while body.len() < line_end + 2 + size + 2 {
-                let k = conn.read(&mut chunk).expect("read chunk");
-                assert!(k > 0, "{path}: closed inside a chunk");
-                body.extend_from_slice(&chunk[..k]);
+                read_more(conn, &mut body, path, "inside a chunk");
             }
             assert_eq!(
                 &body[line_end + 2 + size..line_end + 4 + size],
@@ -190,13 +196,7 @@ fn get_on(conn: &mut TcpStream, path: &str) -> (String, String, Vec<u8>) {
         })
         .unwrap_or_else(|| panic!("{path}: no Content-Length in {head}"));
     while body.len() < len {
-        let k = conn.read(&mut chunk).expect("read body");
-        assert!(
-            k > 0,
-            "{path}: closed after {} of {len} body bytes",
-            body.len()
-        );
-        body.extend_from_slice(&chunk[..k]);
+        read_more(conn, &mut body, path, "inside the body");
     }
     assert_eq!(body.len(), len, "{path}: bytes past the body");
     (status, head.to_ascii_lowercase(), body)
