@@ -41,6 +41,15 @@ impl Upstream {
         });
         Upstream { addr, accepted }
     }
+
+    /// A gateway config sending every path to this upstream.
+    fn routes(&self) -> String {
+        format!(
+            "services:\n  s: {{ upstreams: [{{ address: \"{}\" }}] }}\n\
+             routes:\n  - {{ name: r, match: {{ path_prefix: / }}, service: s }}\n",
+            self.addr
+        )
+    }
 }
 
 fn answer(path: &str, n: u64) -> String {
@@ -205,11 +214,7 @@ fn get_on(conn: &mut TcpStream, path: &str) -> (String, String, Vec<u8>) {
 #[test]
 fn large_bodies_arrive_whole_and_the_client_connection_stays_usable() {
     let up = Upstream::start();
-    let gw = Gateway::start(&format!(
-        "services:\n  s: {{ upstreams: [{{ address: \"{}\" }}] }}\n\
-         routes:\n  - {{ name: r, match: {{ path_prefix: / }}, service: s }}\n",
-        up.addr
-    ));
+    let gw = Gateway::start(&up.routes());
     let mut conn = TcpStream::connect(gw.addr).expect("connect");
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -253,11 +258,7 @@ fn large_bodies_arrive_whole_over_tls() {
     let (cert, key) = crate::protocols::self_signed(&dir);
     let tls_port = free_port();
     let gw = Gateway::start_full(
-        &format!(
-            "services:\n  s: {{ upstreams: [{{ address: \"{}\" }}] }}\n\
-             routes:\n  - {{ name: r, match: {{ path_prefix: / }}, service: s }}\n",
-            up.addr
-        ),
+        &up.routes(),
         "",
         &format!(
             "  - address: 127.0.0.1:{tls_port}\n    tls: {{ cert: \"{cert}\", key: \"{key}\" }}\n"
@@ -296,11 +297,7 @@ fn large_bodies_arrive_whole_over_tls() {
 #[test]
 fn full_headers_reach_the_client_and_framing_headers_still_decide_reuse() {
     let up = Upstream::start();
-    let gw = Gateway::start(&format!(
-        "services:\n  s: {{ upstreams: [{{ address: \"{}\" }}] }}\n\
-         routes:\n  - {{ name: r, match: {{ path_prefix: / }}, service: s }}\n",
-        up.addr
-    ));
+    let gw = Gateway::start(&up.routes());
     let on = |path: &str, conn: u64| {
         let r = gw.get(path);
         assert_eq!(r.status, 200, "{path}");
