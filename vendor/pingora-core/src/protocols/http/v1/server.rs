@@ -32,7 +32,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::body::{BodyReader, BodyWriter};
+use super::body::{BodyMode, BodyReader, BodyWriter};
 use super::common::*;
 use super::header::HeaderWriter;
 use crate::protocols::http::{
@@ -736,8 +736,18 @@ impl HttpSession {
             // Header already sent or should be ignored
             return Ok(());
         };
+        self.write_prepared_header(header, &write_buf, flush).await
+    }
 
-        match self.underlying_stream.write_all(&write_buf).await {
+    /// Write a header [`Self::prepare_response_header`] serialized (Gatehouse patch: apart
+    /// from [`Self::write_response_header`], for [`Self::write_header_and_body`]).
+    async fn write_prepared_header(
+        &mut self,
+        header: Box<ResponseHeader>,
+        write_buf: &[u8],
+        flush: bool,
+    ) -> Result<()> {
+        match self.underlying_stream.write_all(write_buf).await {
             Ok(()) => {
                 // flush the stream if 1xx header or there is no response body
                 if flush || self.body_writer.finished() {
@@ -1718,29 +1728,20 @@ impl HttpSession {
                 end_stream = *end;
             }
         }
-        let fits = match self.body_writer.body_mode {
-            super::body::BodyMode::ContentLength(total, written) => {
-                body_len > 0 && body_len <= total.saturating_sub(written)
+        let (total, sent) = match self.body_writer.body_mode {
+            BodyMode::ContentLength(total, sent)
+                if !flush && body_len > 0 && body_len <= total.saturating_sub(sent) =>
+            {
+                (total, sent)
             }
-            _ => false,
-        };
-        if flush || !fits {
-            // The header alone, as write_response_header writes it.
-            self.underlying_stream
-                .write_all(&head)
-                .await
-                .or_err(WriteError, "writing response header")
-                .map_err(|e| e.into_down())?;
-            if flush || self.body_writer.finished() {
-                self.underlying_stream
-                    .flush()
+            _ => {
+                // The header alone, as write_response_header writes it.
+                self.write_prepared_header(header, &head, flush)
                     .await
-                    .or_err(WriteError, "flushing response header")
                     .map_err(|e| e.into_down())?;
+                return Ok(Err(rest));
             }
-            self.response_written = Some(header);
-            return Ok(Err(rest));
-        }
+        };
         let mut slices = Vec::with_capacity(rest.len() + 1);
         slices.push(std::io::IoSlice::new(&head));
         for task in &rest {
@@ -1768,10 +1769,7 @@ impl HttpSession {
         written
             .or_err(WriteError, "writing response header and body")
             .map_err(|e| e.into_down())?;
-        if let super::body::BodyMode::ContentLength(total, written) = self.body_writer.body_mode {
-            self.body_writer.body_mode =
-                super::body::BodyMode::ContentLength(total, written + body_len);
-        }
+        self.body_writer.body_mode = BodyMode::ContentLength(total, sent + body_len);
         self.body_bytes_sent += body_len;
         self.response_written = Some(header);
         if self.body_writer.finished() {
