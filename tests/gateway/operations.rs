@@ -245,6 +245,51 @@ fn sigterm_finishes_in_flight_requests_then_exits() {
     let _ = st;
 }
 
+#[test]
+fn a_connection_accepted_before_a_graceful_stop_still_gets_its_first_answer() {
+    use std::io::{Read, Write};
+    // Around a graceful upgrade the old process stops accepting while clients are
+    // connecting: a connection it accepted whose request was still on the way must be
+    // answered (a client may not retry a request on a fresh connection), while an idle
+    // kept-alive connection is closed (clients retry on those).
+    let up = upstreams(1);
+    let mut gw = Gateway::start(&one_route(&up[0]));
+    let mut kept = std::net::TcpStream::connect(gw.addr).expect("connect");
+    kept.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(keepalive_get(&mut kept, "/"), 200);
+    let mut fresh = std::net::TcpStream::connect(gw.addr).expect("connect");
+    fresh
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // Let the gateway accept it and start reading its (not yet sent) request.
+    std::thread::sleep(Duration::from_millis(300));
+    gw.signal("-TERM");
+    // The idle keep-alive connection closes once the stop is broadcast...
+    let mut rest = Vec::new();
+    kept.read_to_end(&mut rest)
+        .expect("the idle connection is closed, not left to time out");
+    assert!(rest.is_empty(), "nothing more on the idle connection");
+    // ...the listeners are shut by then; give the service time to finish its clean-up.
+    std::thread::sleep(Duration::from_millis(300));
+    fresh
+        .write_all(b"GET / HTTP/1.1\r\nhost: gateway.test\r\n\r\n")
+        .expect("send");
+    let mut answer = Vec::new();
+    fresh
+        .read_to_end(&mut answer)
+        .expect("answered, then closed");
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 200"), "answer: {answer:?}");
+    assert!(
+        answer.contains("\r\nconnection: close\r\n"),
+        "no keep-alive while stopping: {answer:?}"
+    );
+    assert!(
+        gw.wait_exit(Duration::from_secs(10)).is_some(),
+        "exits after its grace period"
+    );
+}
+
 /// Daemonized gatehouse processes started from one config, killed at the end.
 struct Daemons {
     pid_file: std::path::PathBuf,

@@ -523,7 +523,15 @@ where
     }
 
     async fn cleanup(&self) {
-        self.http_cleanup().await;
+        // (Gatehouse patch) `http_cleanup` is not called: in pingora-proxy it aborts every
+        // request still being read, which at that moment includes the first request of
+        // a connection accepted just before the listeners closed and whose bytes were
+        // still on the way. Around every graceful upgrade under load a client lost one
+        // such request now and then (closed without an answer; a client may not retry a
+        // request on a fresh connection). Idle keep-alive connections are closed on
+        // shutdown by `IdleWait` above, h2 connections by their own accept loop; a first
+        // request is bounded by the first-request and header timeouts and the grace
+        // period, and answered without keep-alive.
     }
 }
 
