@@ -24,26 +24,33 @@ fn git_commit() -> Option<String> {
         return None;
     }
     let commit = String::from_utf8(out.stdout).ok()?.trim().to_string();
-    // Rebuild when HEAD moves: HEAD itself, the branch it names, and packed refs.
+    // Rebuild when HEAD moves: HEAD itself, the branch it names, and packed refs. Only
+    // files that exist are named: cargo takes a missing one as changed, and rebuilt the
+    // crate on every run in a clone without `packed-refs`.
     let git_dir = Command::new("git")
         .args(["rev-parse", "--git-dir"])
         .output()
         .ok()
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .map(|s| s.trim().to_string())?;
-    let head = Path::new(&git_dir).join("HEAD");
-    println!("cargo:rerun-if-changed={}", head.display());
+    let git_dir = Path::new(&git_dir);
+    let watch = |p: &Path| {
+        if p.exists() {
+            println!("cargo:rerun-if-changed={}", p.display());
+        }
+    };
+    let head = git_dir.join("HEAD");
+    watch(&head);
     if let Ok(h) = std::fs::read_to_string(&head) {
         if let Some(r) = h.trim().strip_prefix("ref: ") {
-            println!(
-                "cargo:rerun-if-changed={}",
-                Path::new(&git_dir).join(r).display()
-            );
+            // a packed branch becomes a loose file in its directory at the next commit
+            let branch = git_dir.join(r);
+            match branch.parent() {
+                Some(dir) if !branch.exists() => watch(dir),
+                _ => watch(&branch),
+            }
         }
     }
-    println!(
-        "cargo:rerun-if-changed={}",
-        Path::new(&git_dir).join("packed-refs").display()
-    );
+    watch(&git_dir.join("packed-refs"));
     Some(commit)
 }
