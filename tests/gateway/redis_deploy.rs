@@ -202,13 +202,18 @@ impl Sentinel {
 
     /// `SENTINEL FAILOVER`, then wait until the old replica is the master.
     pub fn failover(&self) {
-        cli(&[
-            "-p",
-            &self.sentinel.to_string(),
-            "SENTINEL",
-            "FAILOVER",
-            &self.name,
-        ]);
+        // Sentinel refuses (NOGOODSLAVE) while its view of the replica is not fresh
+        // enough to promote it: ask again until it takes the failover on.
+        wait_for(Duration::from_secs(15), "failover accepted", || {
+            let reply = cli(&[
+                "-p",
+                &self.sentinel.to_string(),
+                "SENTINEL",
+                "FAILOVER",
+                &self.name,
+            ]);
+            reply.trim() == "OK" || reply.contains("INPROGRESS")
+        });
         wait_for(Duration::from_secs(20), "failover", || {
             self.current_master() == Some(self.replica)
                 && cli(&["-p", &self.replica.to_string(), "ROLE"]).starts_with("master")
