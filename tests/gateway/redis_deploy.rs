@@ -176,10 +176,7 @@ impl Sentinel {
         wait_for(
             Duration::from_secs(15),
             "sentinel knows the replica",
-            || {
-                cli(&["-p", &sentinel.to_string(), "SENTINEL", "REPLICAS", name])
-                    .contains(&replica.to_string())
-            },
+            || s.ask("REPLICAS").contains(&replica.to_string()),
         );
         s
     }
@@ -188,15 +185,20 @@ impl Sentinel {
         format!("redis://127.0.0.1:{}", self.sentinel)
     }
 
-    /// The port Sentinel names as the master now.
-    pub fn current_master(&self) -> Option<u16> {
-        let out = cli(&[
+    /// `SENTINEL <command> <master name>`: Sentinel's answer.
+    fn ask(&self, command: &str) -> String {
+        cli(&[
             "-p",
             &self.sentinel.to_string(),
             "SENTINEL",
-            "GET-MASTER-ADDR-BY-NAME",
+            command,
             &self.name,
-        ]);
+        ])
+    }
+
+    /// The port Sentinel names as the master now.
+    pub fn current_master(&self) -> Option<u16> {
+        let out = self.ask("GET-MASTER-ADDR-BY-NAME");
         out.lines().nth(1)?.trim().parse().ok()
     }
 
@@ -205,13 +207,7 @@ impl Sentinel {
         // Sentinel refuses (NOGOODSLAVE) while its view of the replica is not fresh
         // enough to promote it: ask again until it takes the failover on.
         wait_for(Duration::from_secs(15), "failover accepted", || {
-            let reply = cli(&[
-                "-p",
-                &self.sentinel.to_string(),
-                "SENTINEL",
-                "FAILOVER",
-                &self.name,
-            ]);
+            let reply = self.ask("FAILOVER");
             reply.trim() == "OK" || reply.contains("INPROGRESS")
         });
         wait_for(Duration::from_secs(20), "failover", || {
