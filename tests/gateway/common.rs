@@ -221,14 +221,22 @@ impl Gateway {
 
     /// Like `start_with`, with more `listen` entries (YAML list items).
     pub fn start_full(body: &str, server_extra: &str, extra_listen: &str) -> Gateway {
+        Self::launch(body, server_extra, |header| {
+            header.replacen("\nadmin:", &format!("\n{extra_listen}admin:"), 1)
+        })
+    }
+
+    /// Like `start`, with the generated header changed by `edit` first (e.g. a setting
+    /// of its own, such as `grace_period`, given another value).
+    pub fn start_edited(body: &str, edit: impl FnOnce(String) -> String) -> Gateway {
+        Self::launch(body, "", edit)
+    }
+
+    fn launch(body: &str, server_extra: &str, edit: impl FnOnce(String) -> String) -> Gateway {
         let dir = scratch_dir("gw");
         let port = free_port();
         let admin_port = free_port();
-        let header = header_yaml(&dir, port, admin_port, server_extra).replacen(
-            "\nadmin:",
-            &format!("\n{extra_listen}admin:"),
-            1,
-        );
+        let header = edit(header_yaml(&dir, port, admin_port, server_extra));
         let config = dir.join("gatehouse.yaml");
         std::fs::write(&config, format!("{header}\n{body}\n")).expect("write config");
         let log = std::fs::File::create(dir.join("gatehouse.log")).expect("log file");

@@ -253,7 +253,11 @@ fn a_connection_accepted_before_a_graceful_stop_still_gets_its_first_answer() {
     // answered (a client may not retry a request on a fresh connection), while an idle
     // kept-alive connection is closed (clients retry on those).
     let up = upstreams(1);
-    let mut gw = Gateway::start(&one_route(&up[0]));
+    // A grace period that a loaded machine cannot outlast between the signal and the
+    // answer (the shared header's 1 s is for fast tests).
+    let mut gw = Gateway::start_edited(&one_route(&up[0]), |h| {
+        h.replace("grace_period: 1s", "grace_period: 4s")
+    });
     let mut kept = std::net::TcpStream::connect(gw.addr).expect("connect");
     kept.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     assert_eq!(keepalive_get(&mut kept, "/"), 200);
