@@ -42,21 +42,35 @@ impl Gateway {
         if ctx.members.is_none() {
             ctx.members = Some(svc.members());
         }
-        let members = ctx
+        let mut members = ctx
             .members
             .clone()
             .ok_or_else(|| Error::explain(InternalError, "no members"))?;
-        if ctx.tried.is_empty() {
-            if let Some(sticky) = &svc.config.sticky {
-                ctx.sticky_named = super::request::cookie(session.req_header(), &sticky.cookie)
-                    .and_then(|v| members.sticky_index(v));
+        let first = ctx.tried.is_empty();
+        let mut reloaded = false;
+        let (i, ticket) = loop {
+            if first {
+                if let Some(sticky) = &svc.config.sticky {
+                    ctx.sticky_named = super::request::cookie(session.req_header(), &sticky.cookie)
+                        .and_then(|v| members.sticky_index(v));
+                }
             }
-        }
-        let (i, ticket) = match svc.select(&members, &key, &ctx.tried, ctx.sticky_named) {
-            Selection::Chosen(i, ticket) => (i, ticket),
-            Selection::Unavailable { retry_after } => {
-                ctx.error = Some(GatewayError::NoHealthyUpstream { retry_after });
-                return Error::e_explain(HTTPStatus(503), "no healthy upstream");
+            match svc.select(&members, &key, &ctx.tried, ctx.sticky_named) {
+                Selection::Chosen(i, ticket) => break (i, ticket),
+                Selection::Unavailable { retry_after } => {
+                    // The set this request loaded may have been replaced since, its
+                    // members that left now draining (a DNS change): a first attempt
+                    // chooses once more from the current set.
+                    let current = svc.members();
+                    if first && !reloaded && !std::sync::Arc::ptr_eq(&current, &members) {
+                        reloaded = true;
+                        members = current;
+                        ctx.members = Some(members.clone());
+                        continue;
+                    }
+                    ctx.error = Some(GatewayError::NoHealthyUpstream { retry_after });
+                    return Error::e_explain(HTTPStatus(503), "no healthy upstream");
+                }
             }
         };
         ctx.tried.push(i);

@@ -335,18 +335,11 @@ impl ServiceRuntime {
             .filter(|u| u.state.breaker.state() != crate::breaker::State::Closed)
             .count();
         self.ejection.reset(upstreams.len(), out);
-        for u in &old.upstreams {
-            if !upstreams.iter().any(|n| Arc::ptr_eq(&n.state, &u.state)) {
-                log::info!(
-                    "service {}: upstream {} left the set ({}); draining for up to {:?}",
-                    self.name,
-                    u.state.address,
-                    u.info.source.kind(),
-                    self.config.drain_timeout
-                );
-                u.state.start_drain(self.config.drain_timeout);
-            }
-        }
+        let left: Vec<&Upstream> = old
+            .upstreams
+            .iter()
+            .filter(|u| !upstreams.iter().any(|n| Arc::ptr_eq(&n.state, &u.state)))
+            .collect();
         if self.dynamic {
             let added: Vec<&str> = upstreams
                 .iter()
@@ -365,8 +358,21 @@ impl ServiceRuntime {
                 );
             }
         }
+        // The new set is published before the members that left start draining: a
+        // request that loads the set from now on never finds only draining members
+        // (one that loaded the old set just before chooses again: `next_peer`).
         self.members
             .store(Arc::new(Members::new(&self.config, upstreams)));
+        for u in left {
+            log::info!(
+                "service {}: upstream {} left the set ({}); draining for up to {:?}",
+                self.name,
+                u.state.address,
+                u.info.source.kind(),
+                self.config.drain_timeout
+            );
+            u.state.start_drain(self.config.drain_timeout);
+        }
     }
 
     /// The members this service had that `next` (its successor after a reload, or none

@@ -139,7 +139,8 @@ fn a_records_are_members_and_changes_move_traffic_under_load() {
     dns.set_a("users.test", &["127.0.0.4"]);
     assert!(
         wait_until(Duration::from_secs(5), || gw.get("/x").upstream() == "c"),
-        "traffic did not move to the new member"
+        "traffic did not move to the new member; gateway log:\n{}",
+        gw.log()
     );
     let slow = slow.join().expect("thread").expect("slow request");
     assert_eq!(slow.status, 200, "a request on a member that left finishes");
@@ -151,7 +152,12 @@ fn a_records_are_members_and_changes_move_traffic_under_load() {
     drop(dns);
     std::thread::sleep(Duration::from_secs(3));
     let (done, failures) = load.finish();
-    assert_eq!(failures, 0, "{failures} of {done} requests failed");
+    assert_eq!(
+        failures,
+        0,
+        "{failures} of {done} requests failed; gateway log:\n{}",
+        gw.log()
+    );
     assert!(done > 50, "the load ran ({done} requests)");
     let seen = spread(&gw, "/x", 5);
     assert_eq!(seen.get("c"), Some(&5), "{seen:?}");
