@@ -104,16 +104,21 @@ fn pattern(len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// The body length of a `/big…` path (see [`send_big`]).
+fn big_len(path: &str) -> usize {
+    if path == "/big-trickle" {
+        200_000
+    } else {
+        70_000
+    }
+}
+
 /// `/big-at-once`: 70,000 bytes, header and body in one write (the gateway reads them as
 /// a header with part of the body, then the rest). `/big-trickle`: 200,000 bytes, the
 /// header with the first 1,000, then the rest in three writes 10 ms apart.
 /// `/big-close`: 70,000 bytes delimited by closing the connection (no Content-Length).
 fn send_big(conn: &mut TcpStream, path: &str) -> std::io::Result<()> {
-    let len = if path == "/big-trickle" {
-        200_000
-    } else {
-        70_000
-    };
+    let len = big_len(path);
     let body = pattern(len);
     if path == "/big-close" {
         let mut out =
@@ -279,11 +284,7 @@ fn large_bodies_arrive_whole_over_tls() {
     let (_, err) = crate::protocols::curl(&args);
     for (i, path) in paths.iter().enumerate() {
         let got = std::fs::read(dir.join(format!("body{i}"))).unwrap_or_default();
-        let len = if *path == "/big-trickle" {
-            200_000
-        } else {
-            70_000
-        };
+        let len = big_len(path);
         assert_eq!(got.len(), len, "{path}: {err}\n{}", gw.log());
         assert!(
             got == pattern(len),
