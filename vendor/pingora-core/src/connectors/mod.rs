@@ -322,7 +322,10 @@ impl TransportConnector {
         if let Some(s) = reused_stream {
             Ok((s, true))
         } else {
-            let s = self.new_stream(peer).await?;
+            // (Gatehouse patch) a new connection's future (connect, TLS handshake) is boxed:
+            // inline, it made the future of every request that reuses a pooled connection
+            // several KiB larger, and Pingora's proxy copies that whole future per request.
+            let s = Box::pin(self.new_stream(peer)).await?;
             Ok((s, false))
         }
     }
