@@ -156,6 +156,10 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, String> {
         options.h2c_preface_timeout = Some(timeouts.preface);
         options.first_request_timeout = Some(timeouts.client_header);
         options.header_timeout = Some(timeouts.client_header);
+        // The proxied request goes upstream with canonical header names (see
+        // `add_forwarded_headers`): the map of each name's original spelling would be built
+        // and copied per request for nothing.
+        options.discard_header_case = true;
         app.server_options = Some(options);
     }
     server.add_service(proxy);

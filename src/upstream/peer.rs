@@ -67,5 +67,8 @@ pub fn build(
     peer.options.read_timeout = Some(t.read);
     peer.options.write_timeout = Some(t.write);
     peer.options.idle_timeout = Some(t.idle);
+    // The response goes to the client with canonical header names (see
+    // `add_gateway_headers`): no map of each name's original spelling.
+    peer.options.discard_header_case = true;
     peer
 }

@@ -5,6 +5,10 @@
 //! whole; a connection is reused unless the upstream said `Connection: close` or answered
 //! in HTTP/1.0 (even when it keeps the socket open, as the raw upstream here does).
 //!
+//! Header names: both heads are parsed without the map of each name's original spelling
+//! (the `discard_header_case` patch); the upstream and the client get canonical names,
+//! every value, and repeated fields in their order.
+//!
 //! Also the `write_header_and_body` patch (a response header and its Content-Length body
 //! written downstream with vectored writes, uncopied) and the `take_body` patch (larger
 //! reads of a sized or close-delimited upstream body handed over, uncopied): large bodies
@@ -13,6 +17,7 @@
 //! request.
 
 use crate::common::*;
+use crate::recorder::{Answer, Recorder};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,6 +71,11 @@ fn answer(path: &str, n: u64) -> String {
             format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n{common}\r\n\r\n{body}")
         }
         "/http10" => format!("HTTP/1.0 200 OK\r\nContent-Length: {len}\r\n{common}\r\n\r\n{body}"),
+        // Names spelt oddly, one of them twice.
+        "/case" => format!(
+            "HTTP/1.1 200 OK\r\ncontent-LENGTH: {len}\r\nx-MiXeD-Case: one\r\n\
+             X-MIXED-CASE: two\r\ncontent-TYPE: text/plain\r\n\r\n{body}"
+        ),
         _ => format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n{common}\r\n\r\n{body}"),
     }
 }
@@ -337,4 +347,74 @@ fn full_headers_reach_the_client_and_framing_headers_still_decide_reuse() {
         gw.metric("gatehouse_requests_total", "status=\"200\""),
         Some(11.0)
     );
+}
+
+/// Read a whole answer (the request said `Connection: close`) as text.
+fn raw_exchange(addr: SocketAddr, raw: &str) -> String {
+    let mut conn = TcpStream::connect(addr).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    conn.write_all(raw.as_bytes()).expect("send");
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).expect("read the answer");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn header_names_arrive_canonical_with_every_value_in_order() {
+    let rec = Recorder::start(Answer::Ok);
+    let up = Upstream::start();
+    let gw = Gateway::start(&format!(
+        "services:\n  rec: {{ upstreams: [{{ address: \"{}\" }}] }}\n  \
+         up: {{ upstreams: [{{ address: \"{}\" }}] }}\n\
+         routes:\n  - {{ name: rec, match: {{ path_prefix: /rec }}, service: rec }}\n  \
+         - {{ name: up, match: {{ path_prefix: / }}, service: up }}\n",
+        rec.addr, up.addr
+    ));
+
+    // The request, as the upstream receives it.
+    let answer = raw_exchange(
+        gw.addr,
+        "GET /rec HTTP/1.1\r\nhOsT: gateway.test\r\nX-ClIeNt-Note: one\r\n\
+         ACCEPT: */*\r\ncACHE-control: no-cache\r\nx-client-NOTE: two\r\n\
+         Connection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen = rec.text();
+    for line in [
+        "\r\nHost: gateway.test\r\n",
+        // Pingora title-cases a list of common names, the others go in lower case.
+        "\r\nCache-Control: no-cache\r\n",
+        "\r\naccept: */*\r\n",
+        "\r\nx-client-note: one\r\nx-client-note: two\r\n",
+    ] {
+        assert!(
+            seen.contains(line),
+            "{line:?} not in what the upstream got:\n{seen}"
+        );
+    }
+    assert!(
+        !seen.contains("ClIeNt") && !seen.contains("hOsT") && !seen.contains("cACHE"),
+        "{seen}"
+    );
+
+    // The response, as the client receives it.
+    let answer = raw_exchange(
+        gw.addr,
+        "GET /case HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n\r\n",
+    );
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
+    assert!(head.starts_with("HTTP/1.1 200"), "{answer}");
+    for line in [
+        "\r\nx-mixed-case: one\r\nx-mixed-case: two\r\n",
+        "\r\nContent-Type: text/plain\r\n",
+        "\r\nContent-Length: 6\r\n",
+    ] {
+        assert!(
+            format!("{head}\r\n").contains(line),
+            "{line:?} not in the client's head:\n{head}"
+        );
+    }
+    assert!(!head.contains("MiXeD") && !head.contains("TYPE"), "{head}");
+    assert_eq!(body, "conn-1");
 }

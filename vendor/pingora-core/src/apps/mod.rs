@@ -178,6 +178,12 @@ pub struct HttpServerOptions {
     /// its end; then the client gets `408` and the connection is closed. Default `None`:
     /// no limit of its own.
     pub header_timeout: Option<Duration>,
+
+    /// (Gatehouse patch) HTTP/1: parse request heads without the map of each header name's
+    /// original spelling (`RequestHeader::build_no_case`); written out again (upstream),
+    /// the names are title-cased (a list of common ones) or lower-case. Default `false`:
+    /// Pingora's behaviour, the spelling is kept.
+    pub discard_header_case: bool,
 }
 
 /// Settings persisted across HTTP/1.x keepalive requests on the same downstream connection.
@@ -488,6 +494,9 @@ where
             }
             // (Gatehouse patch) the request head's own time limit, on every request
             session.set_header_timeout(self.server_options().and_then(|o| o.header_timeout));
+            session.set_discard_header_case(
+                self.server_options().is_some_and(|o| o.discard_header_case),
+            );
             session.set_keepalive_reuses_remaining(
                 self.server_options()
                     .and_then(|opts| opts.keepalive_request_limit),
@@ -515,6 +524,9 @@ where
                     persistent_settings.apply_to_session(&mut session);
                 }
                 session.set_header_timeout(self.server_options().and_then(|o| o.header_timeout));
+                session.set_discard_header_case(
+                    self.server_options().is_some_and(|o| o.discard_header_case),
+                );
 
                 result = self.process_new_http(session, shutdown).await;
             }

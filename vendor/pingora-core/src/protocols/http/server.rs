@@ -330,6 +330,15 @@ impl Session {
         }
     }
 
+    /// (Gatehouse patch) HTTP/1: parse the request head without the map of each header
+    /// name's original spelling (see `HttpServerOptions::discard_header_case`). Noop for
+    /// others.
+    pub fn set_discard_header_case(&mut self, discard: bool) {
+        if let Self::H1(s) = self {
+            s.set_discard_header_case(discard);
+        }
+    }
+
     /// Get the keepalive timeout. None if keepalive is disabled. Not applicable for h2 or
     /// subrequest
     pub fn get_keepalive(&self) -> Option<u64> {

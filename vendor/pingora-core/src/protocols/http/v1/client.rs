@@ -78,6 +78,8 @@ pub struct HttpSession {
     // If allowed, does not fail with error on invalid content-length
     // (treats as close-delimited response).
     allow_h1_response_invalid_content_length: bool,
+    // (Gatehouse patch) see `PeerOptions::discard_header_case`
+    discard_header_case: bool,
 }
 
 /// HTTP 1.x client session
@@ -111,6 +113,7 @@ impl HttpSession {
             received_upgrade_req_body: false,
             close_delimited_resp: false,
             allow_h1_response_invalid_content_length: false,
+            discard_header_case: false,
         }
     }
 
@@ -121,6 +124,7 @@ impl HttpSession {
             session.set_allow_h1_response_invalid_content_length(
                 options.allow_h1_response_invalid_content_length,
             );
+            session.discard_header_case = options.discard_header_case;
         }
         session
     }
@@ -295,10 +299,16 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, resp.headers);
 
-                        let mut response_header = match ResponseHeader::build(
-                            resp.code.unwrap(),
-                            Some(resp.headers.len()),
-                        ) {
+                        // (Gatehouse patch) without the original-spelling map on request
+                        let built = if self.discard_header_case {
+                            ResponseHeader::build_no_case(
+                                resp.code.unwrap(),
+                                Some(resp.headers.len()),
+                            )
+                        } else {
+                            ResponseHeader::build(resp.code.unwrap(), Some(resp.headers.len()))
+                        };
+                        let mut response_header = match built {
                             Ok(header) => Box::new(header),
                             Err(e) => return self.fail_response_header_read(e),
                         };

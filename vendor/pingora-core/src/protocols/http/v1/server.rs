@@ -165,6 +165,8 @@ pub struct HttpSession {
     /// (Gatehouse patch) Percent-encode and accept a malformed request line (Pingora's
     /// behaviour); off by default.
     escape_request_line: bool,
+    /// (Gatehouse patch) Parse the head without the original-spelling map.
+    discard_header_case: bool,
 }
 
 /// (Gatehouse patch) What a client whose request head took too long is sent.
@@ -219,6 +221,7 @@ impl HttpSession {
             header_timeout: None,
             header_deadline: None,
             escape_request_line: false,
+            discard_header_case: false,
         }
     }
 
@@ -232,6 +235,12 @@ impl HttpSession {
     /// Pingora does by default (off unless set).
     pub fn set_escape_request_line(&mut self, escape: bool) {
         self.escape_request_line = escape;
+    }
+
+    /// (Gatehouse patch) Parse the request head without the map of each header name's
+    /// original spelling (`RequestHeader::build_no_case`).
+    pub fn set_discard_header_case(&mut self, discard: bool) {
+        self.discard_header_case = discard;
     }
 
     /// (Gatehouse patch) Read more of a head that has begun, by its deadline.
@@ -411,7 +420,13 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
 
-                        let mut request_header = Box::new(RequestHeader::build(
+                        // (Gatehouse patch) without the original-spelling map on request
+                        let build = if self.discard_header_case {
+                            RequestHeader::build_no_case
+                        } else {
+                            RequestHeader::build
+                        };
+                        let mut request_header = Box::new(build(
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
                             req.path.unwrap_or("").as_bytes(),
