@@ -67,6 +67,9 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, String> {
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
+    // Nothing reads how long a stream's reads and writes waited (Pingora's
+    // `get_*_pending_time`): spare the two clock reads per wait.
+    pingora::protocols::l4::stream::set_pending_time_tracking(false);
 
     let listen = config.listen.clone();
     let admin = config.admin;
@@ -244,5 +247,47 @@ impl BackgroundService for Supervisor {
                 _ = sample.tick() => self.stats.sample(&self.metrics),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pingora::protocols::l4::stream::{set_pending_time_tracking, Stream};
+    use pingora::protocols::GetTimingDigest;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// How long Pingora's stream says a read waited for a byte sent `ms` later.
+    async fn measured_read_wait(ms: u64) -> Duration {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let writer = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            s.write_all(b"x").await.expect("write");
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut stream = Stream::from(tcp);
+        let mut byte = [0u8; 1];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut byte))
+            .await
+            .expect("the byte in time")
+            .expect("read");
+        writer.await.expect("writer");
+        stream.get_read_pending_time()
+    }
+
+    /// The pending-time patch: Pingora measures how long each read waited (two clock reads
+    /// per wait) unless told not to, as `build` does.
+    #[tokio::test]
+    async fn stream_wait_times_are_measured_only_while_tracking_is_on() {
+        set_pending_time_tracking(true);
+        let on = measured_read_wait(50).await;
+        set_pending_time_tracking(false);
+        let off = measured_read_wait(50).await;
+        assert!(on >= Duration::from_millis(30), "tracked wait: {on:?}");
+        assert_eq!(off, Duration::ZERO);
     }
 }
