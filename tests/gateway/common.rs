@@ -119,12 +119,17 @@ pub fn request(
 /// Send `raw` bytes on a fresh connection and read until the gateway closes it (the
 /// request must say so: `Connection: close`, or HTTP/1.0 without keep-alive).
 pub fn exchange(addr: SocketAddr, raw: &[u8], head: bool) -> std::io::Result<Response> {
+    parse_response(&exchange_raw(addr, raw)?, head)
+}
+
+/// Like [`exchange`], the answer's bytes as they came (header names as spelt).
+pub fn exchange_raw(addr: SocketAddr, raw: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(15)))?;
     s.write_all(raw)?;
     let mut answer = Vec::new();
     s.read_to_end(&mut answer)?;
-    parse_response(&answer, head)
+    Ok(answer)
 }
 
 pub fn get(addr: SocketAddr, target: &str) -> Response {

@@ -349,14 +349,9 @@ fn full_headers_reach_the_client_and_framing_headers_still_decide_reuse() {
     );
 }
 
-/// Read a whole answer (the request said `Connection: close`) as text.
+/// A whole answer (the request said `Connection: close`) as text.
 fn raw_exchange(addr: SocketAddr, raw: &str) -> String {
-    let mut conn = TcpStream::connect(addr).expect("connect");
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    conn.write_all(raw.as_bytes()).expect("send");
-    let mut answer = Vec::new();
-    conn.read_to_end(&mut answer).expect("read the answer");
+    let answer = exchange_raw(addr, raw.as_bytes()).expect("an answer");
     String::from_utf8_lossy(&answer).into_owned()
 }
 
