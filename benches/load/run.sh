@@ -115,6 +115,13 @@ if [ "$SYSTEM_MALLOC" = 1 ]; then
 else
     ALLOCATOR=mimalloc
 fi
+# The release profile is built with the committed PGO profile (scripts/rustc-pgo) unless
+# GATEHOUSE_PGO=off; binaries given in GATEHOUSE_BIN/BARE_BIN are whatever they were built as.
+if [ "$PROFILE_DIR" = release ] && [ -f "$ROOT/pgo/gatehouse.profdata" ] && [ "${GATEHOUSE_PGO:-on}" != off ]; then
+    PGO=on
+else
+    PGO=off
+fi
 GATEHOUSE_BIN=${GATEHOUSE_BIN_ENV:-$ROOT/target/$PROFILE_DIR/gatehouse}
 BARE_BIN=${BARE_BIN_ENV:-$ROOT/target/$PROFILE_DIR/examples/bare_proxy}
 case $WORK_STEALING in true|false) ;; *) die "--work-stealing wants true or false" ;; esac
@@ -796,7 +803,7 @@ done
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "gatehouse: $GATEHOUSE_BIN_ORIG, tree at start: $GIT_REV"
     echo "versions: $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | awk '{print "HAProxy " $3}'), wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}')${OHA:+, $("$OHA" --version)}"
-    echo "settings: profile=$PROFILE_DIR allocator=$ALLOCATOR reps=$REPS pairs=$PAIRS duration=${DURATION}s warmup=${WARMUP}s work_stealing=$WORK_STEALING (bare Pingora and Gatehouse); wrk -t1 -c50; oha -c50 --latency-correction${RATES[*]:+ rate ${RATES[*]}}"
+    echo "settings: profile=$PROFILE_DIR pgo=$PGO${GATEHOUSE_BIN_ENV:+ (if cargo built them)} allocator=$ALLOCATOR reps=$REPS pairs=$PAIRS duration=${DURATION}s warmup=${WARMUP}s work_stealing=$WORK_STEALING (bare Pingora and Gatehouse); wrk -t1 -c50; oha -c50 --latency-correction${RATES[*]:+ rate ${RATES[*]}}"
     if [ "$NO_OHA" = 1 ]; then
         echo "latency: --no-oha, p50/p99 are from wrk --latency (closed loop: coordinated omission, not honest tail latency)"
     elif [ -z "$OHA" ]; then
