@@ -37,6 +37,9 @@
 #                      units), for bare Pingora and Gatehouse alike (default: the
 #                      release profile, fat LTO and one codegen unit: the production
 #                      build). --lean is accepted as the release profile's old name.
+#                      The release profile is profile-guided (pgo/gatehouse.profdata):
+#                      GATEHOUSE_PGO=off in the environment builds bare Pingora and
+#                      Gatehouse alike without it, into target/nopgo/.
 #   --system-malloc    build bare Pingora and Gatehouse alike without the default
 #                      `mimalloc` feature (glibc's malloc)
 #   --no-build         do not run cargo build first
@@ -116,14 +119,19 @@ else
     ALLOCATOR=mimalloc
 fi
 # The release profile is built with the committed PGO profile (scripts/rustc-pgo) unless
-# GATEHOUSE_PGO=off; binaries given in GATEHOUSE_BIN/BARE_BIN are whatever they were built as.
-if [ "$PROFILE_DIR" = release ] && [ -f "$ROOT/pgo/gatehouse.profdata" ] && [ "${GATEHOUSE_PGO:-on}" != off ]; then
-    PGO=on
-else
+# GATEHOUSE_PGO=off, which builds into target/nopgo/ (Cargo would not rebuild target/release/
+# for a wrapper's flags); binaries given in GATEHOUSE_BIN/BARE_BIN are whatever they were
+# built as.
+TARGET_DIR=$ROOT/target
+if [ "$PROFILE_DIR" != release ] || [ ! -f "$ROOT/pgo/gatehouse.profdata" ]; then
     PGO=off
+elif [ "${GATEHOUSE_PGO:-on}" = off ]; then
+    PGO=off TARGET_DIR=$ROOT/target/nopgo
+else
+    PGO=on
 fi
-GATEHOUSE_BIN=${GATEHOUSE_BIN_ENV:-$ROOT/target/$PROFILE_DIR/gatehouse}
-BARE_BIN=${BARE_BIN_ENV:-$ROOT/target/$PROFILE_DIR/examples/bare_proxy}
+GATEHOUSE_BIN=${GATEHOUSE_BIN_ENV:-$TARGET_DIR/$PROFILE_DIR/gatehouse}
+BARE_BIN=${BARE_BIN_ENV:-$TARGET_DIR/$PROFILE_DIR/examples/bare_proxy}
 case $WORK_STEALING in true|false) ;; *) die "--work-stealing wants true or false" ;; esac
 # The same runtime for every Rust proxy: the configs and bare_proxy read these.
 export GH_WORK_STEALING=$WORK_STEALING BARE_WORK_STEALING=$WORK_STEALING
@@ -184,7 +192,7 @@ fi
 if [ "$BUILD" = 1 ]; then
     need cargo "install Rust (rustup)"
     log "cargo build ${CARGO_PROFILE[*]} --bin gatehouse --example bare_proxy"
-    (cd "$ROOT" && cargo build "${CARGO_PROFILE[@]}" --bin gatehouse --example bare_proxy) >&2
+    (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET_DIR cargo build "${CARGO_PROFILE[@]}" --bin gatehouse --example bare_proxy) >&2
 fi
 
 # What was built, recorded now (the tree may move on during a long run).
