@@ -22,27 +22,32 @@ PROFDATA=${LLVM_PROFDATA:-$(command -v "llvm-profdata-$llvm" || command -v llvm-
 "$PROFDATA" --version | grep -q "LLVM version $llvm\." ||
     { echo "pgo-train: $PROFDATA is not LLVM $llvm (rustc's)" >&2; exit 1; }
 
+# The counts go to target/pgo-gen/profraw: a fixed path, so the instrumented build's
+# flags stay the same from one run to the next and only changed crates rebuild.
+GEN=$ROOT/target/pgo-gen
 RAW=$(mktemp -d /tmp/gatehouse-pgo.XXXXXX)
 trap 'rm -rf "$RAW"' EXIT
-mkdir -p "$RAW/raw" "$RAW/results"
+mkdir -p "$RAW/results" "$GEN/profraw"
 
 echo "pgo-train: instrumented build (target/pgo-gen)" >&2
-GATEHOUSE_PGO=off CARGO_TARGET_DIR="$ROOT/target/pgo-gen" \
-    RUSTFLAGS="-Cprofile-generate=$RAW/raw" \
+GATEHOUSE_PGO=off CARGO_TARGET_DIR="$GEN" RUSTFLAGS="-Cprofile-generate=$GEN/profraw" \
     cargo build --release --locked --bin gatehouse --example bare_proxy
 
+# Build scripts and proc macros are instrumented too and wrote their counts while the
+# build ran: only the load's belong in the profile.
+rm -f "$GEN"/profraw/*.profraw
 echo "pgo-train: load (benches/load/run.sh, short runs)" >&2
-LLVM_PROFILE_FILE="$RAW/raw/%m_%p.profraw" BENCH_RESULTS="$RAW/results" \
+LLVM_PROFILE_FILE="$GEN/profraw/%m_%p.profraw" BENCH_RESULTS="$RAW/results" \
     GATEHOUSE_BIN="$ROOT/target/pgo-gen/release/gatehouse" \
     BARE_BIN="$ROOT/target/pgo-gen/release/examples/bare_proxy" \
     benches/load/run.sh --no-build --quick --no-oha --pairs 0 --duration 4 \
     --targets bare,gh-pass,gh-full,gh-tls,gh-key --bodies small,large,huge >/dev/null
 
-ls "$RAW"/raw/*.profraw >/dev/null 2>&1 || { echo "pgo-train: no profiles were written" >&2; exit 1; }
+ls "$GEN"/profraw/*.profraw >/dev/null 2>&1 || { echo "pgo-train: no profiles were written" >&2; exit 1; }
 mkdir -p pgo
 # --sparse leaves out what never ran: code the training does not reach (h2, downstream
 # TLS, the cache...) keeps its ordinary optimisation instead of being treated as cold.
-"$PROFDATA" merge --sparse -o pgo/gatehouse.profdata "$RAW"/raw/*.profraw
+"$PROFDATA" merge --sparse -o pgo/gatehouse.profdata "$GEN"/profraw/*.profraw
 # The wrapper's version floor and pgo/README.md's record follow the profile.
 sed -i "s/^llvm_needed=[0-9]*/llvm_needed=$llvm/" scripts/rustc-pgo
 rev=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src vendor examples Cargo.toml Cargo.lock || echo " + uncommitted changes")
